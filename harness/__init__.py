@@ -1,0 +1,1 @@
+"""The harness: scenarios, runner, judge, run records, CLI and pytest plugin."""

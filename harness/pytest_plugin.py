@@ -1,0 +1,122 @@
+"""The twinloop pytest plugin: service fixtures, and scenario YAML files as test items.
+
+``pytest scenarios/`` runs every scenario on the emulated rig (or the rig given
+with ``--twinloop-rig``), commits it to the ledger and verifies it from there.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+from harness.commit import commit
+from harness.runner import execute
+from harness.scenario import load_scenario
+from harness.services import ServiceOptions, Services
+from harness.verify import verify
+from ledger.anvil import find_anvil
+from rigs.profile import emulated_rig, load_rig
+from twinloop.errors import LedgerUnavailableError, TwinloopError
+
+REQUIRE_ANVIL = "TWINLOOP_REQUIRE_ANVIL"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("twinloop", "twinloop hardware-in-the-loop scenarios")
+    group.addoption("--twinloop-rig", type=Path, default=None,
+                    help="rig profile for scenario files (default: emulated devices on 127.0.0.1)")
+    group.addoption("--twinloop-home", type=Path, default=None,
+                    help="home for the ledger of scenario runs (default: a fresh temporary directory)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "twinloop_scenario: a scenario file collected by twinloop")
+
+
+@pytest.fixture(scope="session")
+def twinloop_home(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where this session's embedded chain, IPFS store and outbox live."""
+    return request.config.getoption("--twinloop-home") or tmp_path_factory.mktemp("twinloop-home")
+
+
+@pytest.fixture(scope="session")
+def twinloop_services(twinloop_home: Path) -> Iterator[Services]:
+    """Services for the session; each part starts on first use and stops at the end."""
+    services = Services(ServiceOptions(home=twinloop_home))
+    yield services
+    services.stop()
+
+
+@pytest.fixture(scope="session")
+def twinloop_ray(twinloop_services: Services) -> Services:
+    """A local Ray on 127.0.0.1 for the whole session."""
+    twinloop_services.start_ray()
+    return twinloop_services
+
+
+@pytest.fixture(scope="session")
+def twinloop_ledger(twinloop_services: Services) -> Services:
+    """The embedded anvil with RunLedger deployed; skips cleanly if anvil is not installed."""
+    try:
+        find_anvil()
+    except LedgerUnavailableError as err:
+        if os.environ.get(REQUIRE_ANVIL):
+            raise
+        pytest.skip(str(err))
+    twinloop_services.ledger  # starts anvil and deploys or attaches
+    return twinloop_services
+
+
+@pytest.fixture(scope="session")
+def power_module_emulator() -> Iterator[Any]:
+    """A Modbus TCP power-module emulator on 127.0.0.1 for the session."""
+    from rigs.emulators.power_module import PowerModuleEmulator
+
+    with PowerModuleEmulator() as emulator:
+        yield emulator
+
+
+def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:
+    if file_path.suffix in (".yaml", ".yml") and file_path.parent.name == "scenarios":
+        try:
+            head = yaml.safe_load(file_path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            head = {"scenario": None}  # let the item report the error with its line
+        if isinstance(head, dict) and "scenario" in head:
+            return ScenarioFile.from_parent(parent, path=file_path)
+    return None
+
+
+class ScenarioFile(pytest.File):
+    """A scenario YAML file: one test item that runs, commits and verifies it."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        yield pytest.Function.from_parent(self, name=self.path.stem, callobj=_run_scenario_file)
+
+
+def _run_scenario_file(request: pytest.FixtureRequest, twinloop_ray: Services,
+                       twinloop_ledger: Services) -> None:
+    path = request.node.path
+    try:
+        source = load_scenario(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)
+    except TwinloopError as err:
+        pytest.fail(str(err), pytrace=False)
+    rig_path = request.config.getoption("--twinloop-rig")
+    if rig_path:
+        profile, rig_hash = load_rig(rig_path)
+    else:
+        profile, rig_hash = emulated_rig({d: s.type for d, s in source.scenario.devices.items()})
+    result = execute(source, profile, rig_hash)
+    committed = commit(result.record, twinloop_ledger)
+    verification = verify(result.run_id, twinloop_ledger, path)
+    lines = [f"run {result.run_id}: {result.outcome}, bundle {committed.cid}, tx {committed.tx_hash}"]
+    lines += [f"  {v.name}: {v.outcome} ({v.value} {v.unit}, limit {v.limit}) {v.detail}" for v in result.verdicts]
+    if result.error:
+        lines.append(f"  error: {result.error}")
+    lines += [f"  verify {c.name}: {c.status} {c.detail}" for c in verification.checks if c.status == "failed"]
+    if result.outcome != "pass" or not verification.ok:
+        pytest.fail("\n".join(lines), pytrace=False)

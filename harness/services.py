@@ -1,0 +1,95 @@
+"""The run's backing services: Ray for twins, IPFS and the chain for the ledger.
+
+Embedded defaults need no set-up: a local Ray on 127.0.0.1, the embedded IPFS
+blockstore and anvil, all under one home directory. A production chain is given
+by URL, contract address and a recorder key from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_account import Account
+
+from ledger.chain import EmbeddedChain, RunLedgerClient
+from ledger.ipfs import EmbeddedIpfs
+from twinloop.errors import ConfigError, TwinError
+from twins.cluster import ensure_ray, shutdown_ray
+
+DEFAULT_HOME = Path(".twinloop")
+KEY_ENV = "TWINLOOP_RECORDER_KEY"
+
+
+@dataclass
+class ServiceOptions:
+    """Where the services are; ``None`` everywhere means the embedded defaults."""
+
+    home: Path = DEFAULT_HOME
+    ray_address: str | None = None
+    chain_url: str | None = None
+    contract: str | None = None
+
+
+class Services:
+    """Starts what the options ask for and stops only what it started."""
+
+    def __init__(self, options: ServiceOptions) -> None:
+        self.options = options
+        self.home = Path(options.home)
+        self.ipfs = EmbeddedIpfs(self.home / "ipfs")
+        self._chain: EmbeddedChain | None = None
+        self._ledger: RunLedgerClient | None = None
+        self._started_ray = False
+
+    @property
+    def outbox(self) -> Path:
+        """Bundles waiting to be committed (kept until IPFS and the chain have them)."""
+        return self.home / "outbox"
+
+    def start_ray(self) -> None:
+        """Join ``ray_address`` or start a local Ray on loopback."""
+        import ray
+
+        if not ray.is_initialized():
+            try:
+                ensure_ray(self.options.ray_address)
+            except Exception as err:  # Ray reports start-up problems with many types
+                raise TwinError(f"Ray did not start: {err}") from err
+            self._started_ray = True
+
+    @property
+    def ledger(self) -> RunLedgerClient:
+        """The RunLedger client, starting the embedded anvil on first use."""
+        if self._ledger is None:
+            o = self.options
+            if o.chain_url:
+                key = os.environ.get(KEY_ENV)
+                if not o.contract or not key:
+                    raise ConfigError(f"--chain needs --contract and the recorder's private key in ${KEY_ENV}")
+                self._ledger = RunLedgerClient(o.chain_url, o.contract, Account.from_key(key))
+            else:
+                self._chain = EmbeddedChain(self.home)
+                self._ledger = self._chain.start()
+        return self._ledger
+
+    @property
+    def chain(self) -> EmbeddedChain | None:
+        """The embedded chain, if this process started one."""
+        return self._chain
+
+    def stop(self) -> None:
+        """Stop anvil and Ray if this object started them."""
+        if self._chain is not None:
+            self._chain.stop()
+            self._chain, self._ledger = None, None
+        if self._started_ray:
+            shutdown_ray()
+            self._started_ray = False
+
+    def __enter__(self) -> "Services":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

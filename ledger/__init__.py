@@ -1,0 +1,1 @@
+"""The run ledger: deterministic bundles, IPFS storage, the RunLedger contract, verification."""

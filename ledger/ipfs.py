@@ -1,0 +1,270 @@
+"""An embedded IPFS blockstore whose file import yields exactly the CIDs of Kubo's ``ipfs add``.
+
+Kubo's defaults (CIDv0, sha2-256, 256 KiB chunks, balanced DAG of <=174 links, dag-pb + UnixFS
+File leaves) are reproduced, so a CID made here names the same bytes on any IPFS node.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from twinloop.errors import LedgerError, LedgerTamperedError, RunNotFoundError
+
+CHUNK_SIZE = 262144
+MAX_LINKS = 174
+MAX_DEPTH = 16  # 174**15 chunks exceeds any real file; bounds recursion on a hostile DAG
+UNIXFS_FILE = 2
+_SHA256_PREFIX = b"\x12\x20"  # multihash code sha2-256, digest length 32
+_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def _b58encode(raw: bytes) -> str:
+    """Encode bytes as base58btc (Bitcoin alphabet), leading zero bytes as '1'."""
+    n, out = int.from_bytes(raw, "big"), []
+    while n:
+        n, rem = divmod(n, 58)
+        out.append(_B58[rem])
+    return "1" * (len(raw) - len(raw.lstrip(b"\0"))) + "".join(reversed(out))
+
+
+def cid_of(block: bytes) -> str:
+    """The CIDv0 (base58btc sha2-256 multihash) of a block's bytes."""
+    return _b58encode(_SHA256_PREFIX + hashlib.sha256(block).digest())
+
+
+def _multihash(cid: str) -> bytes:
+    """The sha2-256 multihash inside a base58btc CIDv0; rejects anything else (guarding paths)."""
+    digits = [_B58.find(ch) for ch in cid]
+    n = functools.reduce(lambda acc, digit: acc * 58 + digit, digits, 0)
+    if -1 in digits or not cid.startswith("Qm") or n >> 256 != 0x1220:
+        raise LedgerError(f"not a CIDv0 sha2-256 CID: {cid!r}")
+    return n.to_bytes(34, "big")
+
+
+def _varint(n: int) -> bytes:
+    """Protobuf unsigned varint encoding."""
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _lfield(num: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2)."""
+    return _varint(num << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _vfield(num: int, value: int) -> bytes:
+    """A varint protobuf field (wire type 0)."""
+    return _varint(num << 3) + _varint(value)
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """Read a varint at ``pos``; returns (value, next position)."""
+    value = shift = 0
+    while pos < len(buf) and shift < 64:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    raise ValueError("truncated or overlong varint")
+
+
+def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
+    """Yield (field number, value) of a protobuf message; only wire types 0 and 2 occur here."""
+    pos = 0
+    while pos < len(buf):
+        key, pos = _read_varint(buf, pos)
+        if key & 7 == 0:
+            value, pos = _read_varint(buf, pos)
+            yield key >> 3, value
+        elif key & 7 == 2:
+            size, pos = _read_varint(buf, pos)
+            if pos + size > len(buf):
+                raise ValueError("truncated length-delimited field")
+            yield key >> 3, buf[pos:pos + size]
+            pos += size
+        else:
+            raise ValueError(f"unsupported protobuf wire type {key & 7}")
+
+
+@dataclass(frozen=True)
+class _Node:
+    """A built dag-pb node: its CID and the sizes its parent's link and UnixFS data need."""
+
+    cid: str
+    multihash: bytes
+    tsize: int  # block size plus the Tsizes of its links (dag-pb cumulative size)
+    filesize: int  # file bytes under this node
+
+
+class _Builder:
+    """Kubo's balanced layout (go-unixfs importer/balanced) over fixed-size chunks."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+        self.blocks: dict[str, bytes] = {}
+
+    def done(self) -> bool:
+        """True once every byte has gone into a leaf."""
+        return self.pos >= len(self.data)
+
+    def node(self, data: bytes | None, children: list[_Node]) -> _Node:
+        """Encode one dag-pb node (Links before Data, as dag-pb canonical order requires)."""
+        filesize = len(data or b"") + sum(c.filesize for c in children)
+        unixfs = _vfield(1, UNIXFS_FILE) + (b"" if data is None else _lfield(2, data))
+        unixfs += _vfield(3, filesize) + b"".join(_vfield(4, c.filesize) for c in children)
+        links = b"".join(_lfield(2, _lfield(1, c.multihash) + _lfield(2, b"") + _vfield(3, c.tsize))
+                         for c in children)
+        block = links + _lfield(1, unixfs)
+        mh = _SHA256_PREFIX + hashlib.sha256(block).digest()
+        cid = _b58encode(mh)
+        self.blocks.setdefault(cid, block)
+        return _Node(cid, mh, len(block) + sum(c.tsize for c in children), filesize)
+
+    def leaf(self) -> _Node:
+        """The next CHUNK_SIZE bytes as a leaf node carrying UnixFS File data (not a raw leaf)."""
+        chunk = self.data[self.pos:self.pos + CHUNK_SIZE]
+        self.pos += len(chunk)
+        return self.node(chunk, [])
+
+    def fill(self, children: list[_Node], depth: int) -> _Node:
+        """Fill a node of the given depth with up to MAX_LINKS children, depth-first."""
+        while len(children) < MAX_LINKS and not self.done():
+            children.append(self.leaf() if depth == 1 else self.fill([], depth - 1))
+        return self.node(None, children)
+
+
+def import_file(data: bytes) -> tuple[str, list[tuple[str, bytes]]]:
+    """Import bytes as ``ipfs add`` does by default; gives the root CID and all distinct blocks."""
+    builder = _Builder(bytes(data))
+    if builder.done():
+        root = builder.node(None, [])
+    else:
+        root, depth = builder.leaf(), 1
+        while not builder.done():
+            root, depth = builder.fill([root], depth), depth + 1
+    return root.cid, list(builder.blocks.items())
+
+
+def _decode(block: bytes) -> tuple[list[str], bytes, int, list[int]]:
+    """Decode a dag-pb UnixFS File node into (child CIDs, inline data, filesize, blocksizes)."""
+    links: list[str] = []
+    unixfs = b""
+    for num, value in _fields(block):
+        if num == 2 and isinstance(value, bytes):
+            mh = [v for n, v in _fields(value) if n == 1 and isinstance(v, bytes)]
+            if len(mh) != 1 or len(mh[0]) != 34 or not mh[0].startswith(_SHA256_PREFIX):
+                raise ValueError("link without a sha2-256 multihash")
+            links.append(_b58encode(mh[0]))
+        elif num == 1 and isinstance(value, bytes):
+            unixfs = value
+        else:
+            raise ValueError(f"unexpected dag-pb field {num}")
+    ufs = list(_fields(unixfs))
+    ints = {n: v for n, v in ufs if n in (1, 3) and isinstance(v, int)}
+    data = next((v for n, v in reversed(ufs) if n == 2 and isinstance(v, bytes)), b"")
+    blocksizes = [v for n, v in ufs if n == 4 and isinstance(v, int)]
+    if ints.get(1) != UNIXFS_FILE or 3 not in ints or len(blocksizes) != len(links):
+        raise ValueError("not a UnixFS File node")
+    return links, data, ints[3], blocksizes
+
+
+class BlockStore:
+    """Blocks as files ``root/<last two CID chars>/<cid>.data``, written atomically."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, cid: str) -> Path:
+        """Where a block lives; the CID is validated so it cannot escape ``root``."""
+        _multihash(cid)
+        return self.root / cid[-2:] / f"{cid}.data"
+
+    def has(self, cid: str) -> bool:
+        """Whether a block file exists for the CID (its bytes are not checked)."""
+        return self.path(cid).is_file()
+
+    def get(self, cid: str) -> bytes:
+        """The stored bytes of a block, unverified; a missing block raises ``RunNotFoundError``."""
+        try:
+            return self.path(cid).read_bytes()
+        except FileNotFoundError:
+            raise RunNotFoundError(
+                f"IPFS block {cid} is not in the blockstore at {self.root}") from None
+
+    def put(self, cid: str, data: bytes) -> None:
+        """Store a block durably via temp file + ``os.replace``; the bytes must hash to the CID."""
+        path = self.path(cid)
+        if cid_of(data) != cid:
+            raise LedgerError(
+                f"refusing to store block under {cid}: its bytes hash to {cid_of(data)}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".data")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+class EmbeddedIpfs:
+    """Add and cat files against a local BlockStore, verifying every block on the way out."""
+
+    def __init__(self, root: Path) -> None:
+        self.store = BlockStore(root)
+
+    def add(self, data: bytes) -> str:
+        """Import and store a file's blocks; returns its root CID (identical to Kubo's)."""
+        root, blocks = import_file(data)
+        for cid, block in blocks:
+            self.store.put(cid, block)
+        return root
+
+    def cat(self, cid: str) -> bytes:
+        """Reassemble a file, checking each block's hash, the UnixFS structure and every size."""
+        parts: list[bytes] = []
+        self._read(cid, cid, parts, 0)
+        return b"".join(parts)
+
+    def _read(self, cid: str, root: str, parts: list[bytes], depth: int) -> int:
+        """Append the content under ``cid`` to ``parts``; returns its length in bytes."""
+        block = self.store.get(cid)
+        if cid_of(block) != cid:
+            raise LedgerTamperedError(
+                f"IPFS block {cid} of file {root} is corrupted: its bytes do not hash to its CID")
+        try:
+            links, data, filesize, blocksizes = _decode(block)
+        except ValueError as exc:
+            raise LedgerTamperedError(
+                f"IPFS block {cid} of file {root} is malformed: {exc}") from None
+        if depth > MAX_DEPTH:
+            raise LedgerTamperedError(f"IPFS file {root} is nested deeper than {MAX_DEPTH} levels")
+        parts.append(data)
+        total = len(data)
+        for child, expected in zip(links, blocksizes):
+            got = self._read(child, root, parts, depth + 1)
+            if got != expected:
+                raise LedgerTamperedError(
+                    f"IPFS block {child} of file {root} holds {got} bytes, "
+                    f"its parent {cid} says {expected}")
+            total += got
+        if total != filesize:
+            raise LedgerTamperedError(
+                f"IPFS block {cid} of file {root} holds {total} bytes, "
+                f"its filesize says {filesize}")
+        return total

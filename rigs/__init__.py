@@ -1,0 +1,1 @@
+"""How the harness reaches devices: transports, emulators and rig profiles."""

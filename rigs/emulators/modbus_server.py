@@ -1,0 +1,100 @@
+"""A pymodbus TCP server on loopback whose registers mirror a device's named values."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Callable, Mapping
+
+from pymodbus.constants import ExcCodes
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from rigs.modbus import ModbusSignal
+from twinloop.errors import TransportInitError
+
+
+class ModbusDeviceServer:
+    """Serves ``values`` (engineering units) through the register map ``signals``.
+
+    Reads see the latest values; writes to writable registers update them and
+    call ``on_write(name, value)``. The server runs its own event loop in a
+    daemon thread so synchronous harness code can drive it.
+    """
+
+    def __init__(self, signals: Mapping[str, ModbusSignal], values: dict[str, float],
+                 lock: threading.Lock, on_write: Callable[[str, float], None] | None = None,
+                 host: str = "127.0.0.1", port: int = 0, unit: int = 1) -> None:
+        self.signals, self.values, self.lock = dict(signals), values, lock
+        self.on_write = on_write
+        self.host, self.port, self.unit = host, port, unit
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def address(self) -> str:
+        """The transport URL that reaches this server."""
+        return f"modbus+tcp://{self.host}:{self.port}/unit/{self.unit}"
+
+    def _simdata(self) -> list[SimData]:
+        blocks, cursor = [], 0
+        for spec in sorted(self.signals.values(), key=lambda s: s.reg):
+            if spec.reg > cursor:  # gaps read as zeros, so spans stay readable
+                blocks.append(SimData(cursor, count=spec.reg - cursor, values=0,
+                                      datatype=DataType.REGISTERS, readonly=True))
+            blocks.append(SimData(spec.reg, count=spec.width, values=0,
+                                  datatype=DataType.REGISTERS, readonly=not spec.writable))
+            cursor = spec.reg + spec.width
+        return blocks
+
+    async def _action(self, function_code: int, start_address: int, address: int, count: int,
+                      registers: list[int], set_values: list[int] | list[bool] | None) -> ExcCodes | None:
+        with self.lock:
+            if set_values:
+                for name, spec in self.signals.items():
+                    offset = spec.reg - address
+                    if spec.writable and 0 <= offset and offset + spec.width <= len(set_values):
+                        value = spec.to_units(spec.decode(list(set_values[offset:offset + spec.width])))
+                        self.values[name] = value
+                        if self.on_write:
+                            self.on_write(name, value)
+            for name, spec in self.signals.items():
+                at = spec.reg - start_address
+                registers[at:at + spec.width] = spec.encode(spec.to_raw(self.values[name]))
+        return None
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        device = SimDevice(self.unit, simdata=self._simdata(), action=self._action)
+        server = ModbusTcpServer(device, address=(self.host, self.port))
+        try:
+            await server.serve_forever(background=True)
+            self.port = server.transport.sockets[0].getsockname()[1]
+        except BaseException as err:  # reported to start() in the caller's thread
+            self._error = err
+            self._ready.set()
+            return
+        self._ready.set()
+        await self._stop.wait()
+        await server.shutdown()
+
+    def start(self, timeout: float = 5.0) -> None:
+        """Start serving; returns once the port is bound."""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._serve(),),
+                                        name=f"modbus-emulator-{self.port}", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout) or self._error is not None:
+            raise TransportInitError(f"Modbus emulator could not listen on {self.host}:{self.port}: "
+                                     f"{self._error or 'timed out'}")
+
+    def stop(self) -> None:
+        """Stop serving and join the thread; safe to call twice."""
+        if self._thread and self._thread.is_alive() and self._loop and self._stop:
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(timeout=5)
+        if self._loop and not self._loop.is_running():
+            self._loop.close()

@@ -1,0 +1,64 @@
+"""Rig profiles: where each scenario device is and how its signals map (YAML)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from twinloop.config import Strict, load_model, parse_duration
+
+
+class DeviceBinding(Strict):
+    """One device on a rig: a real address, or an emulator started on loopback."""
+
+    address: str | None = None
+    emulator: str | None = None
+    params: dict[str, float] = Field(default_factory=dict)
+    signals: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    timeout: float = 1.0
+
+    _duration = field_validator("timeout", mode="before")(lambda v: parse_duration(v))
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "DeviceBinding":
+        if (self.address is None) == (self.emulator is None):
+            raise ValueError("give exactly one of 'address' (a real device) or 'emulator'")
+        if self.address is not None and not self.signals:
+            raise ValueError("a device reached by 'address' needs a 'signals' map")
+        return self
+
+
+class RigProfile(Strict):
+    """A bench: its devices, and whether its clock is real or simulated."""
+
+    rig: str
+    description: str = ""
+    clock: Literal["real", "simulated"] | None = None
+    devices: dict[str, DeviceBinding]
+
+    @property
+    def emulated(self) -> bool:
+        """True when every device is an emulator (so time can be simulated)."""
+        return all(d.emulator for d in self.devices.values())
+
+    @property
+    def clock_kind(self) -> str:
+        """The clock to run with: as declared, else simulated for all-emulated rigs."""
+        return self.clock or ("simulated" if self.emulated else "real")
+
+
+def load_rig(path: Path) -> tuple[RigProfile, str]:
+    """Load and validate a rig profile; returns it with the file's SHA-256."""
+    profile = load_model(path, RigProfile)
+    return profile, hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def emulated_rig(device_types: dict[str, str]) -> tuple[RigProfile, str]:
+    """The built-in ``emulated`` rig: one emulator per device, by device type."""
+    profile = RigProfile(rig="emulated", clock="simulated",
+                         devices={name: DeviceBinding(emulator=kind) for name, kind in device_types.items()})
+    digest = hashlib.sha256(profile.model_dump_json().encode()).hexdigest()
+    return profile, digest

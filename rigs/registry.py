@@ -1,0 +1,31 @@
+"""Registries of rigs: transports by address scheme, emulators by device type."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from rigs.transport import Transport
+from twinloop.errors import TransportUnavailableError
+from twinloop.registry import Registry
+
+transports: Registry[type[Transport]] = Registry(
+    "transport", "twinloop.transports",
+    {"modbus+tcp": "rigs.modbus:ModbusTcpTransport"},
+    error=TransportUnavailableError,
+)
+
+emulators: Registry[type] = Registry(
+    "device emulator", "twinloop.emulators",
+    {"power_module": "rigs.emulators.power_module:PowerModuleEmulator"},
+    error=TransportUnavailableError,
+)
+
+
+def open_transport(device: str, address: str, signals: Mapping[str, Mapping[str, Any]],
+                   timeout: float = 1.0) -> Transport:
+    """Build the transport whose scheme starts ``address`` (not yet opened)."""
+    scheme = address.split("://", 1)[0] if "://" in address else ""
+    if not scheme:
+        raise TransportUnavailableError(f"device '{device}': address {address!r} has no scheme "
+                                        "(expected e.g. modbus+tcp://127.0.0.1:5020/unit/1)")
+    return transports.get(scheme)(device, address, signals, timeout=timeout)

@@ -1,0 +1,128 @@
+"""The transport base: shared open/read/write/close steps; protocols fill in the rest.
+
+Like python-can's ``BusABC``: the public methods own error mapping, validation
+and the event log once; each protocol implements only the ``_`` methods.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Mapping
+from urllib.parse import SplitResult, urlsplit
+
+from pydantic import ValidationError
+
+from twinloop.config import Strict
+from twinloop.errors import (ConfigError, TransportError, TransportInitError,
+                             TransportOperationError)
+
+
+class SignalSpec(Strict):
+    """Where one named signal lives on a device and how raw values scale to units."""
+
+    unit: str
+    scale: float = 1.0
+    offset: float = 0.0
+    writable: bool = False
+
+    def to_units(self, raw: float) -> float:
+        """Raw device value -> engineering units."""
+        return raw * self.scale + self.offset
+
+    def to_raw(self, value: float) -> float:
+        """Engineering units -> raw device value."""
+        return (value - self.offset) / self.scale
+
+
+class Transport(ABC):
+    """A connection to one device, addressed by URL, exposing named signals."""
+
+    scheme: ClassVar[str]
+    signal_spec: ClassVar[type[SignalSpec]] = SignalSpec
+
+    def __init__(self, device: str, address: str, signals: Mapping[str, Mapping[str, Any]],
+                 timeout: float = 1.0) -> None:
+        self.device, self.address, self.timeout = device, address, timeout
+        self.url: SplitResult = urlsplit(address)
+        self.signals: dict[str, SignalSpec] = {}
+        for name, spec in signals.items():
+            try:
+                self.signals[name] = self.signal_spec.model_validate(spec)
+            except ValidationError as err:
+                first = err.errors()[0]
+                key = ".".join(str(p) for p in (name, *first["loc"]))
+                raise ConfigError(f"device '{device}': {first['msg']}", key=f"signals.{key}") from None
+        self.is_open = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.device!r}, {self.address!r})"
+
+    def _where(self) -> str:
+        return f"device '{self.device}' at {self.address}"
+
+    def open(self) -> None:
+        """Connect; raises ``TransportInitError`` naming device and address."""
+        try:
+            self._open()
+        except TransportError:
+            raise
+        except Exception as err:
+            raise TransportInitError(f"{self._where()}: cannot open: {err}") from err
+        self.is_open = True
+
+    def close(self) -> None:
+        """Disconnect; safe to call twice and after a failed open."""
+        if self.is_open:
+            self.is_open = False
+            self._close()
+
+    def read(self, names: list[str] | None = None) -> dict[str, float]:
+        """Read signals (all if ``names`` is None) in engineering units."""
+        names = list(self.signals) if names is None else names
+        specs = {n: self._spec(n) for n in names}
+        try:
+            raw = self._read(specs)
+        except TransportError:
+            raise
+        except Exception as err:
+            raise TransportOperationError(f"{self._where()}: read {names} failed: {err}") from err
+        return {n: specs[n].to_units(raw[n]) for n in names}
+
+    def write(self, name: str, value: float) -> None:
+        """Write one signal in engineering units; refuses read-only signals."""
+        spec = self._spec(name)
+        if not spec.writable:
+            raise TransportOperationError(f"{self._where()}: signal '{name}' is read-only")
+        try:
+            self._write(name, spec, spec.to_raw(value))
+        except TransportError:
+            raise
+        except Exception as err:
+            raise TransportOperationError(f"{self._where()}: write {name}={value} failed: {err}") from err
+
+    def _spec(self, name: str) -> SignalSpec:
+        try:
+            return self.signals[name]
+        except KeyError:
+            raise TransportOperationError(
+                f"{self._where()}: no signal '{name}'; known: {', '.join(sorted(self.signals))}") from None
+
+    def __enter__(self) -> "Transport":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @abstractmethod
+    def _open(self) -> None: ...
+
+    @abstractmethod
+    def _close(self) -> None: ...
+
+    @abstractmethod
+    def _read(self, specs: Mapping[str, SignalSpec]) -> dict[str, float]: ...
+
+    @abstractmethod
+    def _write(self, name: str, spec: SignalSpec, raw: float) -> None: ...
+

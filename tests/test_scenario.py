@@ -1,0 +1,90 @@
+"""Scenario and rig-profile loading: valid files load, bad ones name file, line and key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.scenario import load_scenario
+from rigs.profile import load_rig
+from twinloop.errors import ConfigError
+
+SMOKE = Path(__file__).parents[1] / "scenarios" / "smoke.yaml"
+
+
+def write(tmp_path: Path, text: str, name: str = "bad.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def broken(tmp_path: Path, old: str, new: str) -> Path:
+    text = SMOKE.read_text()
+    assert old in text
+    return write(tmp_path, text.replace(old, new, 1))
+
+
+def test_smoke_loads_with_content_hash() -> None:
+    source = load_scenario(SMOKE)
+    assert source.scenario.scenario == "smoke"
+    assert source.scenario.duration() == 600.0
+    assert len(source.sha256) == 64
+    assert load_scenario(SMOKE).sha256 == source.sha256
+
+
+@pytest.mark.parametrize("old, new, line, key, words", [
+    ("every: 1 s", "every: 1 s\n  evry: 2", 20, "sample.evry", "unknown key 'evry'"),
+    ("max: 125", "max: [1", 30, None, "YAML syntax error"),
+    ("  - wait: 5 min\n  - fault", "  - wiat: 5 min\n  - fault", 22, "steps[1]", "'wiat' is not one of"),
+    ("module.fan", "modul.fan", 23, "steps[2].fault.signal", "unknown device 'modul'"),
+    ("wait: 5 min", "wait: 5 parsecs", 22, "steps[1].wait", "expected a duration"),
+    ("value: 30", "value: hot", 21, "steps[0].set.value", "valid number"),
+    ("    max: 125\n", "", 26, "expect[0]", "needs 'max' or 'min'"),
+])
+def test_errors_name_file_line_and_key(tmp_path: Path, old: str, new: str, line: int,
+                                       key: str | None, words: str) -> None:
+    path = broken(tmp_path, old, new)
+    with pytest.raises(ConfigError) as err:
+        load_scenario(path)
+    assert err.value.file == str(path)
+    assert err.value.line == line
+    assert err.value.key == key
+    assert words in str(err.value)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read file"):
+        load_scenario(tmp_path / "nope.yaml")
+
+
+def test_rig_profile_needs_address_or_emulator(tmp_path: Path) -> None:
+    path = write(tmp_path, "rig: bench-3\ndevices:\n  module:\n    timeout: 250 ms\n", "rig.yaml")
+    with pytest.raises(ConfigError) as err:
+        load_rig(path)
+    assert err.value.line == 3 and err.value.key == "devices.module"
+    assert "exactly one of 'address'" in str(err.value)
+
+
+def test_rig_profile_loads(tmp_path: Path) -> None:
+    path = write(tmp_path, "rig: bench-3\ndevices:\n  module:\n    address: modbus+tcp://127.0.0.1:5020/unit/1\n"
+                 "    timeout: 250 ms\n    signals:\n      temperature: {register: 0, unit: degC, scale: 0.01}\n",
+                 "rig.yaml")
+    profile, digest = load_rig(path)
+    assert profile.devices["module"].timeout == 0.25
+    assert profile.clock_kind == "real" and len(digest) == 64
+
+
+@pytest.mark.parametrize("old, new, words", [
+    ("every: 1 s", "every: 1 s\n  evry: 2", "key 'sample.evry': unknown key 'evry'"),
+    ("max: 125", "max: [1", "YAML syntax error"),
+])
+def test_cli_reports_config_errors_without_traceback(tmp_path: Path, old: str, new: str, words: str) -> None:
+    path = broken(tmp_path, old, new)
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(path), "--home", str(tmp_path)],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert proc.returncode == 2
+    assert words in proc.stderr and str(path) in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout

@@ -1,0 +1,1 @@
+"""Digital twins: degradation models, state estimation and RUL, and their Ray actors."""

@@ -1,0 +1,1 @@
+"""Physics-of-degradation models; each names its formula and source."""

@@ -1,0 +1,13 @@
+"""The twin-model registry: name -> model class, extended by ``twinloop.twin_models``."""
+
+from __future__ import annotations
+
+from twinloop.errors import TwinError
+from twinloop.registry import Registry
+from twins.model import DegradationModel
+
+models: Registry[type[DegradationModel]] = Registry(
+    "twin model", "twinloop.twin_models",
+    {"power_module_thermal": "twins.models.power_module:PowerModuleThermal"},
+    error=TwinError,
+)
