@@ -67,7 +67,7 @@ def twinloop_ledger(twinloop_services: Services) -> Services:
         if os.environ.get(REQUIRE_ANVIL):
             raise
         pytest.skip(str(err))
-    twinloop_services.ledger  # starts anvil and deploys or attaches
+    twinloop_services.start_ledger()
     return twinloop_services
 
 

@@ -17,7 +17,8 @@ from harness.scenario import FaultStep, ScenarioSource, SetStep, WaitStep, Write
 from ledger.bundle import FORMAT
 from rigs.profile import RigProfile
 from rigs.rig import Rig
-from twinloop.errors import ConfigError, TransportError, TwinError, TwinloopError
+from twinloop.config import raise_at
+from twinloop.errors import ConfigError, TwinError, TwinloopError
 from twins.actor import TwinActor
 from twins.registry import models
 
@@ -71,8 +72,6 @@ class _Run:
 
     def check_units(self, source: ScenarioSource) -> None:
         """Every referenced signal exists on the rig and units agree, before any step."""
-        from twinloop.config import raise_at
-
         refs: list[tuple[tuple[Any, ...], str, str | None]] = []
         for i, step in enumerate(self.sc.steps):
             if isinstance(step, (SetStep, FaultStep)):
@@ -186,10 +185,10 @@ def execute(source: ScenarioSource, profile: RigProfile, rig_sha256: str,
         run.steps()
     except ConfigError:
         raise
-    except (TransportError, TwinError) as err:
-        error = str(err)
     except TwinloopError as err:
         error = str(err)
+    except ray.exceptions.RayError as err:
+        error = f"twin failed: {err}"
     finally:
         rig.close()
     if run is not None:

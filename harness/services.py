@@ -62,6 +62,10 @@ class Services:
     @property
     def ledger(self) -> RunLedgerClient:
         """The RunLedger client, starting the embedded anvil on first use."""
+        return self.start_ledger()
+
+    def start_ledger(self) -> RunLedgerClient:
+        """Attach to the configured chain, or start anvil with RunLedger deployed."""
         if self._ledger is None:
             o = self.options
             if o.chain_url:
@@ -73,11 +77,6 @@ class Services:
                 self._chain = EmbeddedChain(self.home)
                 self._ledger = self._chain.start()
         return self._ledger
-
-    @property
-    def chain(self) -> EmbeddedChain | None:
-        """The embedded chain, if this process started one."""
-        return self._chain
 
     def stop(self) -> None:
         """Stop anvil and Ray if this object started them."""

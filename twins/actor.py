@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Literal, Mapping
 
-import numpy
 import ray
 
 from twins.estimate import ParticleFilter
@@ -53,8 +52,3 @@ class DeviceTwin:
 @ray.remote(max_restarts=3, max_task_retries=1, num_cpus=0)
 class TwinActor(DeviceTwin):
     """DeviceTwin as a Ray actor (one per device in HIL runs)."""
-
-
-def finite(value: float) -> float | None:
-    """JSON-safe float: infinities and NaN become None."""
-    return float(value) if numpy.isfinite(value) else None

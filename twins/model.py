@@ -67,7 +67,7 @@ class DegradationModel(ABC):
             self.params[key] = value
 
     @abstractmethod
-    def initial_state(self, n: int, xp: Any = numpy, **overrides: Any) -> Arrays:
+    def initial_state(self, n: int, xp: Any = None, **overrides: Any) -> Arrays:
         """States of ``n`` fresh units; ``overrides`` set chosen states (scalar or array)."""
         ...
 
