@@ -9,13 +9,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from harness.commit import commit
-from harness.report import commit_report, run_report, verify_report
-from harness.runner import execute
-from harness.scenario import load_scenario
-from harness.services import DEFAULT_HOME, ServiceOptions, Services
-from harness.verify import verify
-from rigs.profile import emulated_rig, load_rig
+from twinloop.harness.commit import commit
+from twinloop.harness.report import commit_report, run_report, verify_report
+from twinloop.harness.runner import execute
+from twinloop.harness.scenario import load_scenario
+from twinloop.harness.services import DEFAULT_HOME, ServiceOptions, Services
+from twinloop.harness.verify import verify
+from twinloop.rigs.profile import emulated_rig, load_rig
 from twinloop.errors import LedgerError, TwinloopError
 
 EXIT = {"pass": 0, "fail": 1, "error": 2}

@@ -6,9 +6,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.services import Services
-from ledger import bundle
-from ledger.chain import LedgerEntry
+from twinloop.harness.services import Services
+from twinloop.ledger import bundle
+from twinloop.ledger.chain import LedgerEntry
 from twinloop.errors import LedgerError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal, Mapping, Sequence
 
-from harness.scenario import Expectation
+from twinloop.harness.scenario import Expectation
 
 Outcome = Literal["pass", "fail", "error"]
 

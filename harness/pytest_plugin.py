@@ -13,13 +13,13 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from harness.commit import commit
-from harness.runner import execute
-from harness.scenario import load_scenario
-from harness.services import ServiceOptions, Services
-from harness.verify import verify
-from ledger.anvil import find_anvil
-from rigs.profile import emulated_rig, load_rig
+from twinloop.harness.commit import commit
+from twinloop.harness.runner import execute
+from twinloop.harness.scenario import load_scenario
+from twinloop.harness.services import ServiceOptions, Services
+from twinloop.harness.verify import verify
+from twinloop.ledger.anvil import find_anvil
+from twinloop.rigs.profile import emulated_rig, load_rig
 from twinloop.errors import LedgerUnavailableError, TwinloopError
 
 REQUIRE_ANVIL = "TWINLOOP_REQUIRE_ANVIL"
@@ -74,7 +74,7 @@ def twinloop_ledger(twinloop_services: Services) -> Services:
 @pytest.fixture(scope="session")
 def power_module_emulator() -> Iterator[Any]:
     """A Modbus TCP power-module emulator on 127.0.0.1 for the session."""
-    from rigs.emulators.power_module import PowerModuleEmulator
+    from twinloop.rigs.emulators.power_module import PowerModuleEmulator
 
     with PowerModuleEmulator() as emulator:
         yield emulator

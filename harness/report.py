@@ -5,9 +5,9 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from harness.commit import Committed
-from harness.runner import RunResult
-from harness.verify import Verification
+from twinloop.harness.commit import Committed
+from twinloop.harness.runner import RunResult
+from twinloop.harness.verify import Verification
 
 STYLE = {"pass": "bold green", "fail": "bold red", "error": "bold magenta",
          "ok": "green", "failed": "bold red", "skipped": "yellow"}

@@ -11,16 +11,16 @@ from typing import Any, Callable
 
 import ray
 
-from harness.clock import RealClock, SimulatedClock
-from harness.judge import Verdict, judge, overall
-from harness.scenario import FaultStep, ScenarioSource, SetStep, WaitStep, Write
-from ledger.bundle import FORMAT
-from rigs.profile import RigProfile
-from rigs.rig import Rig
+from twinloop.harness.clock import RealClock, SimulatedClock
+from twinloop.harness.judge import Verdict, judge, overall
+from twinloop.harness.scenario import FaultStep, ScenarioSource, SetStep, WaitStep, Write
+from twinloop.ledger.bundle import FORMAT
+from twinloop.rigs.profile import RigProfile
+from twinloop.rigs.rig import Rig
 from twinloop.config import raise_at
 from twinloop.errors import ConfigError, TwinError, TwinloopError
-from twins.actor import TwinActor
-from twins.registry import models
+from twinloop.twins.actor import TwinActor
+from twinloop.twins.registry import models
 
 Progress = Callable[[float, float], None]
 PACKAGES = ("twinloop", "numpy", "pymodbus", "ray", "web3", "vyper", "pydantic")

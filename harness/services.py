@@ -13,10 +13,10 @@ from pathlib import Path
 
 from eth_account import Account
 
-from ledger.chain import EmbeddedChain, RunLedgerClient
-from ledger.ipfs import EmbeddedIpfs
+from twinloop.ledger.chain import EmbeddedChain, RunLedgerClient
+from twinloop.ledger.ipfs import EmbeddedIpfs
 from twinloop.errors import ConfigError, TwinError
-from twins.cluster import ensure_ray, shutdown_ray
+from twinloop.twins.cluster import ensure_ray, shutdown_ray
 
 DEFAULT_HOME = Path(".twinloop")
 KEY_ENV = "TWINLOOP_RECORDER_KEY"

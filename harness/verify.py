@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from harness.judge import judge, overall
-from harness.scenario import parse_scenario
-from harness.services import Services
-from ledger import bundle
-from ledger.chain import LedgerEntry
-from ledger.ipfs import import_file
+from twinloop.harness.judge import judge, overall
+from twinloop.harness.scenario import parse_scenario
+from twinloop.harness.services import Services
+from twinloop.ledger import bundle
+from twinloop.ledger.chain import LedgerEntry
+from twinloop.ledger.ipfs import import_file
 from twinloop.errors import ConfigError, LedgerTamperedError
 
 Status = Literal["ok", "failed", "skipped"]

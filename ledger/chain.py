@@ -29,7 +29,7 @@ from web3.contract import Contract
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception
 from web3.types import RPCEndpoint, TxReceipt
 
-from ledger.anvil import AnvilNode
+from twinloop.ledger.anvil import AnvilNode
 from twinloop.errors import (
     LedgerError,
     LedgerUnauthorisedError,
@@ -51,7 +51,7 @@ _CONNECTION_ERRORS = (requests.ConnectionError, requests.Timeout, ConnectionErro
 @functools.cache
 def compile_run_ledger() -> tuple[list, str]:
     """ABI and deployment bytecode of RunLedger.vy, compiled once per process."""
-    source = importlib.resources.files("ledger").joinpath("contracts/RunLedger.vy")
+    source = importlib.resources.files("twinloop.ledger").joinpath("contracts/RunLedger.vy")
     out = compile_code(source.read_text(encoding="utf-8"), output_formats=["abi", "bytecode"])
     return out["abi"], out["bytecode"]
 

@@ -9,7 +9,7 @@ from pydantic import ConfigDict, Field
 from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 
-from rigs.transport import SignalSpec, Transport
+from twinloop.rigs.transport import SignalSpec, Transport
 from twinloop.errors import (ConfigError, TransportInitError, TransportOperationError,
                              TransportTimeoutError)
 

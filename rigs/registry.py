@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from rigs.transport import Transport
+from twinloop.rigs.transport import Transport
 from twinloop.errors import TransportUnavailableError
 from twinloop.registry import Registry
 
 transports: Registry[type[Transport]] = Registry(
     "transport", "twinloop.transports",
-    {"modbus+tcp": "rigs.modbus:ModbusTcpTransport"},
+    {"modbus+tcp": "twinloop.rigs.modbus:ModbusTcpTransport"},
     error=TransportUnavailableError,
 )
 
 emulators: Registry[type] = Registry(
     "device emulator", "twinloop.emulators",
-    {"power_module": "rigs.emulators.power_module:PowerModuleEmulator"},
+    {"power_module": "twinloop.rigs.emulators.power_module:PowerModuleEmulator"},
     error=TransportUnavailableError,
 )
 

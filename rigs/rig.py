@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from rigs.profile import RigProfile
-from rigs.registry import emulators, open_transport
-from rigs.transport import Transport
+from twinloop.rigs.profile import RigProfile
+from twinloop.rigs.registry import emulators, open_transport
+from twinloop.rigs.transport import Transport
 from twinloop.errors import ConfigError, TwinloopError
 
 

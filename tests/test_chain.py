@@ -13,8 +13,8 @@ import pytest
 from eth_account import Account
 from web3 import Web3
 
-from ledger.anvil import AnvilNode, find_anvil
-from ledger.chain import EmbeddedChain, LedgerEntry, RunLedgerClient, dut_key
+from twinloop.ledger.anvil import AnvilNode, find_anvil
+from twinloop.ledger.chain import EmbeddedChain, LedgerEntry, RunLedgerClient, dut_key
 from twinloop.errors import (
     LedgerError,
     LedgerUnauthorisedError,

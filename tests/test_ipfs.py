@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.ipfs import (CHUNK_SIZE, MAX_LINKS, BlockStore, EmbeddedIpfs, _decode, cid_of,
+from twinloop.ledger.ipfs import (CHUNK_SIZE, MAX_LINKS, BlockStore, EmbeddedIpfs, _decode, cid_of,
                          import_file)
 from twinloop.errors import LedgerError, LedgerTamperedError, RunNotFoundError
 

@@ -6,9 +6,9 @@ import socket
 
 import pytest
 
-from rigs.emulators.power_module import PowerModuleEmulator
-from rigs.modbus import parse_modbus_address
-from rigs.registry import open_transport, transports
+from twinloop.rigs.emulators.power_module import PowerModuleEmulator
+from twinloop.rigs.modbus import parse_modbus_address
+from twinloop.rigs.registry import open_transport, transports
 from twinloop.errors import (ConfigError, TransportInitError, TransportOperationError,
                              TransportUnavailableError)
 

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.commit import commit
-from harness.runner import RunResult, execute
-from harness.scenario import ScenarioSource, load_scenario, parse_scenario
-from harness.services import Services
-from harness.verify import verify
-from ledger import bundle
-from ledger.ipfs import import_file
-from rigs.emulators.power_module import PowerModuleEmulator
-from rigs.profile import RigProfile, emulated_rig
+from twinloop.harness.commit import commit
+from twinloop.harness.runner import RunResult, execute
+from twinloop.harness.scenario import ScenarioSource, load_scenario, parse_scenario
+from twinloop.harness.services import Services
+from twinloop.harness.verify import verify
+from twinloop.ledger import bundle
+from twinloop.ledger.ipfs import import_file
+from twinloop.rigs.emulators.power_module import PowerModuleEmulator
+from twinloop.rigs.profile import RigProfile, emulated_rig
 
 ROOT = Path(__file__).parents[1]
 SMOKE = ROOT / "scenarios" / "smoke.yaml"
@@ -126,7 +126,7 @@ def test_device_lost_mid_run_is_an_error_with_partial_data(twinloop_ray: Service
 
 @pytest.mark.slow
 def test_cli_run_then_verify(tmp_path: Path) -> None:
-    env_cmd = [sys.executable, "-m", "harness.cli"]
+    env_cmd = [sys.executable, "-m", "twinloop.harness.cli"]
     run = subprocess.run([*env_cmd, "run", "scenarios/smoke.yaml", "--home", str(tmp_path)], cwd=ROOT,
                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.scenario import load_scenario
-from rigs.profile import load_rig
+from twinloop.harness.scenario import load_scenario
+from twinloop.rigs.profile import load_rig
 from twinloop.errors import ConfigError
 
 SMOKE = Path(__file__).parents[1] / "scenarios" / "smoke.yaml"
@@ -83,7 +83,7 @@ def test_rig_profile_loads(tmp_path: Path) -> None:
 ])
 def test_cli_reports_config_errors_without_traceback(tmp_path: Path, old: str, new: str, words: str) -> None:
     path = broken(tmp_path, old, new)
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(path), "--home", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "twinloop.harness.cli", "run", str(path), "--home", str(tmp_path)],
                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
     assert proc.returncode == 2
     assert words in proc.stderr and str(path) in proc.stderr

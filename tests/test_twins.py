@@ -6,10 +6,10 @@ import numpy
 import pytest
 import ray
 
-from harness.services import Services
+from twinloop.harness.services import Services
 from twinloop.errors import TwinError
-from twins.actor import DeviceTwin, TwinActor
-from twins.registry import models
+from twinloop.twins.actor import DeviceTwin, TwinActor
+from twinloop.twins.registry import models
 
 
 def drive(twin: DeviceTwin, damage: float, seconds: int = 600, fan_off_at: int | None = None) -> None:

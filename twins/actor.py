@@ -6,8 +6,8 @@ from typing import Any, Literal, Mapping
 
 import ray
 
-from twins.estimate import ParticleFilter
-from twins.registry import models
+from twinloop.twins.estimate import ParticleFilter
+from twinloop.twins.registry import models
 
 MaturityLevel = Literal["model", "shadow", "twin", "intelligent"]
 

@@ -12,8 +12,8 @@ from typing import Any, Mapping
 
 import numpy
 
-from twins.model import Arrays, DegradationModel
-from twins.xp import to_numpy
+from twinloop.twins.model import Arrays, DegradationModel
+from twinloop.twins.xp import to_numpy
 
 
 class ParticleFilter:

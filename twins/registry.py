@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from twinloop.errors import TwinError
 from twinloop.registry import Registry
-from twins.model import DegradationModel
+from twinloop.twins.model import DegradationModel
 
 models: Registry[type[DegradationModel]] = Registry(
     "twin model", "twinloop.twin_models",
-    {"power_module_thermal": "twins.models.power_module:PowerModuleThermal"},
+    {"power_module_thermal": "twinloop.twins.models.power_module:PowerModuleThermal"},
     error=TwinError,
 )

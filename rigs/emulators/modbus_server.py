@@ -10,7 +10,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from rigs.modbus import ModbusSignal
+from twinloop.rigs.modbus import ModbusSignal
 from twinloop.errors import TransportInitError
 
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy
 
-from rigs.emulators.modbus_server import ModbusDeviceServer
-from rigs.modbus import ModbusSignal
-from twins.models.power_module import PowerModuleThermal
+from twinloop.rigs.emulators.modbus_server import ModbusDeviceServer
+from twinloop.rigs.modbus import ModbusSignal
+from twinloop.twins.models.power_module import PowerModuleThermal
 
 REGISTERS: dict[str, ModbusSignal] = {
     "temperature": ModbusSignal(register=0, type="int16", scale=0.01, unit="degC"),

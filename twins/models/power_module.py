@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from twins.model import Arrays, DegradationModel, Parameter, Signal
-from twins.xp import array_module
+from twinloop.twins.model import Arrays, DegradationModel, Parameter, Signal
+from twinloop.twins.xp import array_module
 
 BOLTZMANN_EV = 8.617333262e-5  # eV/K
 
