@@ -9,16 +9,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from twinloop.harness.commit import commit
-from twinloop.harness.report import commit_report, run_report, verify_report
-from twinloop.harness.runner import execute
-from twinloop.harness.scenario import load_scenario
-from twinloop.harness.services import DEFAULT_HOME, ServiceOptions, Services
-from twinloop.harness.verify import verify
-from twinloop.rigs.profile import emulated_rig, load_rig
 from twinloop.errors import LedgerError, TwinloopError
+from twinloop.harness.pipeline import Pipeline
+from twinloop.harness.report import commit_report, run_report, verify_report
+from twinloop.harness.runner import sigterm_interrupts
+from twinloop.harness.services import DEFAULT_HOME, ServiceOptions, Services
 
 EXIT = {"pass": 0, "fail": 1, "error": 2}
+EXIT_INTERRUPTED = 130
 
 
 def _service_args(p: argparse.ArgumentParser) -> None:
@@ -29,43 +27,42 @@ def _service_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--contract", help="RunLedger address on --chain (recorder key from $TWINLOOP_RECORDER_KEY)")
 
 
-def _options(args: argparse.Namespace) -> ServiceOptions:
-    return ServiceOptions(home=args.home, ray_address=args.ray_address,
-                          chain_url=args.chain_url, contract=args.contract)
+def _services(args: argparse.Namespace) -> Services:
+    return Services(ServiceOptions(home=args.home, ray_address=args.ray_address,
+                                   chain_url=args.chain_url, contract=args.contract))
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    source = load_scenario(args.scenario)
-    sc = source.scenario
-    if args.rig:
-        profile, rig_hash = load_rig(args.rig)
-    else:
-        profile, rig_hash = emulated_rig({name: d.type for name, d in sc.devices.items()})
-    console.print(f"scenario  {sc.scenario} ({source.path}, sha256 {source.sha256[:12]})")
-    console.print(f"rig       {profile.rig} ({profile.clock_kind} clock), DUT {sc.dut.id} {sc.dut.version}")
-    with Services(_options(args)) as services:
-        with console.status("starting Ray (local, 127.0.0.1)"):
-            services.start_ray()
+    plan = Pipeline.plan(args.scenario, args.rig)  # a bad file stops here: nothing starts
+    sc, src = plan.source.scenario, plan.source
+    console.print(f"scenario  {sc.scenario} ({src.path}, sha256 {src.sha256[:12]})")
+    console.print(f"rig       {plan.rig.profile.rig} ({plan.clock_kind} clock), DUT {sc.dut.id} {sc.dut.version}")
+    with _services(args) as services:
+        pipeline = Pipeline(services)
+        with console.status("starting Ray (local, 127.0.0.1) and the ledger"):
+            pipeline.prepare(plan)
+        console.print(f"running   {sc.duration():g} s of scenario time; Ctrl-C stops it through the safe state")
         with Progress(TextColumn("running"), BarColumn(), TextColumn("{task.fields[now]}"),
                       TimeElapsedColumn(), console=console, transient=True) as bar:
             task = bar.add_task("run", total=sc.duration(), now="")
-            result = execute(source, profile, rig_hash,
-                             progress=lambda t, total: bar.update(task, completed=t,
-                                                                  now=f"{t:.0f}/{total:.0f} s"))
-        run_report(console, result)
+            record = pipeline.run(plan, progress=lambda t, total: bar.update(
+                task, completed=t, now=f"{t:.0f}/{total:.0f} s"))
+        run_report(console, record)
         try:
             with console.status("committing to IPFS and the chain"):
-                committed = commit(result.record, services)
+                committed = pipeline.commit(record)
         except LedgerError:
-            commit_report(console, result, None)
+            commit_report(console, record, None)
             raise
-        commit_report(console, result, committed)
-    return EXIT[result.outcome]
+        commit_report(console, record, committed)
+    if any(e.kind == "interrupted" for e in record.events):
+        return EXIT_INTERRUPTED
+    return EXIT[record.outcome]
 
 
 def cmd_verify(args: argparse.Namespace, console: Console) -> int:
-    with Services(_options(args)) as services:
-        v = verify(args.run_id, services, args.scenario)
+    with _services(args) as services:
+        v = Pipeline(services).verify(args.run_id, args.scenario, no_scenario_file=args.no_scenario_file)
         verify_report(console, v)
     return 0 if v.ok else 1
 
@@ -80,24 +77,34 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     ver = sub.add_parser("verify", help="check a recorded run against the chain and its bundle")
     ver.add_argument("run_id", help="the run id printed by 'twinloop run'")
-    ver.add_argument("--scenario", type=Path, help="scenario file to compare (default: the recorded path)")
+    which = ver.add_mutually_exclusive_group()
+    which.add_argument("--scenario", type=Path,
+                       help="scenario file to compare (default: the recorded path, here or at the repo root)")
+    which.add_argument("--no-scenario-file", action="store_true",
+                       help="verify without a scenario file (the recorded text is re-judged as recorded)")
     _service_args(ver)
     ver.set_defaults(func=cmd_verify)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; exit 0 pass, 1 fail (or not verified), 2 error."""
+    """Entry point; exit 0 pass, 1 fail (or not verified), 2 error, 130 interrupted."""
     args = build_parser().parse_args(argv)
     console = Console()
     try:
-        return args.func(args, console)
+        with sigterm_interrupts():
+            return args.func(args, console)
     except TwinloopError as err:
         Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {err}", highlight=False)
         return 2
+    except OSError as err:
+        where = f" ({err.filename})" if err.filename else ""
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {err.strerror or err}{where}",
+                                                   highlight=False)
+        return 2
     except KeyboardInterrupt:
         Console(stderr=True).print("[bold red]interrupted[/]")
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

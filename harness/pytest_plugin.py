@@ -2,25 +2,20 @@
 
 ``pytest scenarios/`` runs every scenario on the emulated rig (or the rig given
 with ``--twinloop-rig``), commits it to the ledger and verifies it from there.
+Importing this module costs nothing: Ray, web3 and the harness load only when
+a scenario item or a twinloop fixture is used.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
-import yaml
 
-from twinloop.harness.commit import commit
-from twinloop.harness.runner import execute
-from twinloop.harness.scenario import load_scenario
-from twinloop.harness.services import ServiceOptions, Services
-from twinloop.harness.verify import verify
-from twinloop.ledger.anvil import find_anvil
-from twinloop.rigs.profile import emulated_rig, load_rig
-from twinloop.errors import LedgerUnavailableError, TwinloopError
+if TYPE_CHECKING:
+    from twinloop.harness.services import Services
 
 REQUIRE_ANVIL = "TWINLOOP_REQUIRE_ANVIL"
 
@@ -44,23 +39,28 @@ def twinloop_home(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 
 
 @pytest.fixture(scope="session")
-def twinloop_services(twinloop_home: Path) -> Iterator[Services]:
+def twinloop_services(twinloop_home: Path) -> Iterator["Services"]:
     """Services for the session; each part starts on first use and stops at the end."""
+    from twinloop.harness.services import ServiceOptions, Services
+
     services = Services(ServiceOptions(home=twinloop_home))
     yield services
     services.stop()
 
 
 @pytest.fixture(scope="session")
-def twinloop_ray(twinloop_services: Services) -> Services:
+def twinloop_ray(twinloop_services: "Services") -> "Services":
     """A local Ray on 127.0.0.1 for the whole session."""
     twinloop_services.start_ray()
     return twinloop_services
 
 
 @pytest.fixture(scope="session")
-def twinloop_ledger(twinloop_services: Services) -> Services:
+def twinloop_ledger(twinloop_services: "Services") -> "Services":
     """The embedded anvil with RunLedger deployed; skips cleanly if anvil is not installed."""
+    from twinloop.errors import LedgerUnavailableError
+    from twinloop.ledger.anvil import find_anvil
+
     try:
         find_anvil()
     except LedgerUnavailableError as err:
@@ -80,14 +80,20 @@ def power_module_emulator() -> Iterator[Any]:
         yield emulator
 
 
+def _is_scenario(file_path: Path) -> bool:
+    """A YAML file under a ``scenarios`` folder whose text declares ``scenario:`` at the top level."""
+    if file_path.suffix not in (".yaml", ".yml") or "scenarios" not in file_path.parts:
+        return False
+    try:
+        text = file_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return True  # let the item report the error
+    return any(line.startswith("scenario:") for line in text.splitlines())
+
+
 def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:
-    if file_path.suffix in (".yaml", ".yml") and file_path.parent.name == "scenarios":
-        try:
-            head = yaml.safe_load(file_path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
-            head = {"scenario": None}  # let the item report the error with its line
-        if isinstance(head, dict) and "scenario" in head:
-            return ScenarioFile.from_parent(parent, path=file_path)
+    if _is_scenario(file_path):
+        return ScenarioFile.from_parent(parent, path=file_path)
     return None
 
 
@@ -98,25 +104,23 @@ class ScenarioFile(pytest.File):
         yield pytest.Function.from_parent(self, name=self.path.stem, callobj=_run_scenario_file)
 
 
-def _run_scenario_file(request: pytest.FixtureRequest, twinloop_ray: Services,
-                       twinloop_ledger: Services) -> None:
-    path = request.node.path
+def _run_scenario_file(request: pytest.FixtureRequest, twinloop_ray: "Services",
+                       twinloop_ledger: "Services") -> None:
+    from twinloop.errors import ConfigError
+    from twinloop.harness.pipeline import Pipeline
+
+    path: Path = request.node.path
+    scenario = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
     try:
-        source = load_scenario(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)
-    except TwinloopError as err:
+        result = Pipeline(twinloop_ledger).run_scenario(scenario, request.config.getoption("--twinloop-rig"))
+    except ConfigError as err:
         pytest.fail(str(err), pytrace=False)
-    rig_path = request.config.getoption("--twinloop-rig")
-    if rig_path:
-        profile, rig_hash = load_rig(rig_path)
-    else:
-        profile, rig_hash = emulated_rig({d: s.type for d, s in source.scenario.devices.items()})
-    result = execute(source, profile, rig_hash)
-    committed = commit(result.record, twinloop_ledger)
-    verification = verify(result.run_id, twinloop_ledger, path)
-    lines = [f"run {result.run_id}: {result.outcome}, bundle {committed.cid}, tx {committed.tx_hash}"]
-    lines += [f"  {v.name}: {v.outcome} ({v.value} {v.unit}, limit {v.limit}) {v.detail}" for v in result.verdicts]
-    if result.error:
-        lines.append(f"  error: {result.error}")
+    record, committed, verification = result.record, result.committed, result.verification
+    lines = [f"run {record.run_id}: {record.outcome}, bundle {committed.cid}, tx {committed.tx_hash}"]
+    lines += [f"  {v.name}: {v.outcome} ({v.value} {v.unit}, limit {v.limit}) {v.detail}"
+              for v in record.verdicts]
+    if record.error:
+        lines.append(f"  error: {record.error}")
     lines += [f"  verify {c.name}: {c.status} {c.detail}" for c in verification.checks if c.status == "failed"]
-    if result.outcome != "pass" or not verification.ok:
+    if record.outcome != "pass" or not verification.ok:
         pytest.fail("\n".join(lines), pytrace=False)

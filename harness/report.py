@@ -6,14 +6,16 @@ from rich.console import Console
 from rich.table import Table
 
 from twinloop.harness.commit import Committed
-from twinloop.harness.runner import RunResult
+from twinloop.harness.record import RunRecord
 from twinloop.harness.verify import Verification
 
 STYLE = {"pass": "bold green", "fail": "bold red", "error": "bold magenta",
          "ok": "green", "failed": "bold red", "skipped": "yellow"}
+NOTABLE = ("overrun", "safe_state", "twin_error", "twin_restarted", "interrupted", "error")
 
 
-def _duration(seconds: float | None) -> str:
+def duration(seconds: float | None) -> str:
+    """A remaining-life figure for people; ``None`` (not finite, or beyond the horizon) says so."""
     if seconds is None:
         return "beyond horizon"
     for unit, size in (("years", 3.156e7), ("days", 86400), ("h", 3600), ("min", 60)):
@@ -22,35 +24,52 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds:.0f} s"
 
 
-def run_report(console: Console, result: RunResult) -> None:
-    """Expectations, twin estimates and the outcome of one run."""
+def _number(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def run_report(console: Console, record: RunRecord) -> None:
+    """Expectations, twin estimates, notable events and the outcome of one run."""
     table = Table(title="Expectations", title_justify="left")
     for col in ("name", "worst value", "limit", "outcome"):
         table.add_column(col)
-    for v in result.verdicts:
+    for v in record.verdicts:
         value = "-" if v.value is None else f"{v.value:.2f} {v.unit}"
         outcome = f"[{STYLE[v.outcome]}]{v.outcome}[/]" + (" [yellow](marginal)[/]" if v.marginal else "")
+        if v.invalid:
+            outcome += f" [yellow]({v.invalid} non-finite)[/]"
         table.add_row(v.name, value, f"{v.limit} {v.unit}", outcome)
     console.print(table)
-    if result.twins:
+    if record.twins:
         twins = Table(title="Twins", title_justify="left")
         for col in ("device", "model", "health", "damage", "RUL (p50, 5-95 %)"):
             twins.add_column(col)
-        for dev, t in result.twins.items():
-            f = t["final"]
-            rul = (f"{_duration(f.get('rul_p50_s'))} ({_duration(f.get('rul_p05_s'))} - "
-                   f"{_duration(f.get('rul_p95_s'))})") if "rul_p50_s" in f else "-"
-            twins.add_row(dev, t["model"], f"{f.get('health', float('nan')):.3f} ± {f.get('health_std', 0):.3f}",
-                          f"{f.get('damage', float('nan')):.4f}", rul)
+        for dev, t in record.twins.items():
+            f = t.final
+            rul = (f"{duration(f.get('rul_p50_s'))} ({duration(f.get('rul_p05_s'))} - "
+                   f"{duration(f.get('rul_p95_s'))})") if "rul_p50_s" in f else "-"
+            twins.add_row(dev, t.model, f"{_number(f.get('health'))} ± {_number(f.get('health_std'))}",
+                          _number(f.get("damage"), ".4f"), rul)
         console.print(twins)
-    if result.error:
-        console.print(f"[bold magenta]error:[/] {result.error}")
+    notable = [e for e in record.events if e.kind in NOTABLE]
+    if notable:
+        events = Table(title="Events", title_justify="left")
+        for col in ("t (s)", "kind", "device", "detail"):
+            events.add_column(col)
+        for e in notable:
+            detail = e.message or e.note
+            if e.kind == "safe_state" and e.data.get("values"):
+                detail = f"{e.note}: " + ", ".join(f"{k}={v:g}" for k, v in e.data["values"].items())
+            events.add_row(f"{e.t:g}", e.kind, e.device or "", detail)
+        console.print(events)
+    if record.error:
+        console.print(f"[bold magenta]error:[/] {record.error}")
 
 
-def commit_report(console: Console, result: RunResult, committed: Committed | None) -> None:
+def commit_report(console: Console, record: RunRecord, committed: Committed | None) -> None:
     """The four lines a bench engineer copies into a ticket."""
-    console.print(f"verdict   [{STYLE[result.outcome]}]{result.outcome.upper()}[/]")
-    console.print(f"run id    {result.run_id}")
+    console.print(f"verdict   [{STYLE[record.outcome]}]{record.outcome.upper()}[/]")
+    console.print(f"run id    {record.run_id}")
     if committed:
         console.print(f"bundle    {committed.cid}")
         console.print(f"tx        {committed.tx_hash}")

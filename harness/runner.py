@@ -1,41 +1,39 @@
-"""Run a scenario on a rig with twins beside it, producing a run record (plain data)."""
+"""Execute a plan: drive the steps on a clock, sample every device, feed the twins, judge, record.
+
+The run never raises for what happens on the rig or in a twin: a transport
+error, a lost twin, Ctrl-C or SIGTERM end it with outcome ``error`` and every
+sample taken so far. Every way out goes through the rig's safe state.
+"""
 
 from __future__ import annotations
 
 import platform
+import signal
+import threading
+import traceback
 import uuid
-from dataclasses import dataclass, field
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-import ray
-
-from twinloop.harness.clock import RealClock, SimulatedClock
-from twinloop.harness.judge import Verdict, judge, overall
-from twinloop.harness.scenario import FaultStep, ScenarioSource, SetStep, WaitStep, Write
-from twinloop.ledger.bundle import FORMAT
-from twinloop.rigs.profile import RigProfile
+from twinloop.config import to_ns
+from twinloop.errors import TwinError, TwinloopError
+from twinloop.harness.clock import NS, Clock, RealClock, SimulatedClock
+from twinloop.harness.judge import JUDGE_VERSION, judge_all, overall
+from twinloop.harness.plan import Plan
+from twinloop.harness.record import (DutInfo, Event, RigInfo, RunRecord, Samples, ScenarioInfo,
+                                     TwinResult)
+from twinloop.harness.scenario import FaultStep, SetStep, WaitStep, Write
 from twinloop.rigs.rig import Rig
-from twinloop.config import raise_at
-from twinloop.errors import ConfigError, TwinError, TwinloopError
-from twinloop.twins.actor import TwinActor
-from twinloop.twins.registry import models
+from twinloop.twins.group import TwinGroup, TwinSetup
 
 Progress = Callable[[float, float], None]
-PACKAGES = ("twinloop", "numpy", "pymodbus", "ray", "web3", "vyper", "pydantic")
+PACKAGES = ("twinloop", "numpy", "pymodbus", "ray", "web3", "vyper", "pydantic", "rfc8785")
 
 
-@dataclass
-class RunResult:
-    """What a run produced: the record to commit, and its judged outcome."""
-
-    run_id: str
-    record: dict[str, Any]
-    verdicts: list[Verdict]
-    outcome: str
-    error: str | None = None
-    twins: dict[str, dict[str, Any]] = field(default_factory=dict)
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, delivered like Ctrl-C so the same clean-up runs."""
 
 
 def software_versions() -> dict[str, str]:
@@ -53,165 +51,180 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within this block SIGTERM raises ``Interrupted`` (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class _Run:
-    """The state of one run in progress; ``execute`` below is the entry point."""
+    """One run in progress; ``execute`` below is the entry point."""
 
-    def __init__(self, source: ScenarioSource, rig: Rig, clock: SimulatedClock | RealClock,
-                 progress: Progress | None) -> None:
-        self.sc, self.rig, self.clock, self.progress = source.scenario, rig, clock, progress
-        self.samples: dict[str, list[float | None]] = {"t": []}
-        self.events: list[dict[str, Any]] = []
-        self.twins: dict[str, Any] = {}
-        self.twin_outputs: dict[str, set[str]] = {}
-        wanted = self.sc.sample.signals
-        self.read_plan = {dev: [n for n in tr.signals if wanted is None or f"{dev}.{n}" in wanted]
-                          for dev, tr in rig.transports.items()}
-        for dev, names in self.read_plan.items():
-            for n in names:
-                self.samples[f"{dev}.{n}"] = []
+    def __init__(self, plan: Plan, clock: Clock, progress: Progress | None) -> None:
+        self.plan, self.sc, self.clock, self.progress = plan, plan.source.scenario, clock, progress
+        self.run_id = str(uuid.uuid4())
+        self.rig = Rig({name: d.setup for name, d in plan.devices.items()})
+        self.samples = Samples(columns={f"{dev}.{n}": [] for dev, d in plan.devices.items() for n in d.read})
+        self.events: list[Event] = []
+        setups = {dev: TwinSetup(d.twin.model, dict(d.twin.params), d.twin.level, d.twin.particles)
+                  for dev, d in plan.devices.items() if d.twin is not None}
+        self.twins = TwinGroup(self.run_id, setups) if setups else None
+        self.t_ns = 0
+        self.period_ns = to_ns(self.sc.sample.every)
+        self.next_ns = 0
+        self.total_s = self.sc.duration()
 
-    def check_units(self, source: ScenarioSource) -> None:
-        """Every referenced signal exists on the rig and units agree, before any step."""
-        refs: list[tuple[tuple[Any, ...], str, str | None]] = []
-        for i, step in enumerate(self.sc.steps):
-            if isinstance(step, (SetStep, FaultStep)):
-                kind = "set" if isinstance(step, SetStep) else "fault"
-                w: Write = getattr(step, kind)
-                refs.append((("steps", i, kind, "signal"), w.signal, w.unit))
-        for i, e in enumerate(self.sc.expect):
-            refs.append((("expect", i, "signal"), e.signal, e.unit))
-        for loc, ref, unit in refs:
-            dev, _, name = ref.partition(".")
-            spec = self.rig.transports[dev].signals.get(name)
-            if spec is None:
-                known = ", ".join(sorted(self.rig.transports[dev].signals))
-                raise_at(source.path, source.text, loc, f"device '{dev}' has no signal '{name}' on "
-                         f"rig '{self.rig.profile.rig}'; it has: {known}")
-            if unit is not None and unit != spec.unit:
-                raise_at(source.path, source.text, loc, f"unit '{unit}' does not match {ref}'s unit "
-                         f"'{spec.unit}' on rig '{self.rig.profile.rig}'")
+    @property
+    def t(self) -> float:
+        return self.t_ns / NS
 
-    def start_twins(self) -> None:
-        for dev, spec in self.sc.devices.items():
-            if spec.twin is not None:
-                self.twin_outputs[dev] = set(models.get(spec.twin.model).outputs)
-                self.twins[dev] = TwinActor.remote(dev, spec.twin.model, spec.twin.params,
-                                                   spec.twin.level, spec.twin.particles)
-        # Surface a bad model name or parameter now, as a twin error.
-        for dev, actor in self.twins.items():
-            try:
-                ray.get(actor.history.remote())
-            except ray.exceptions.RayActorError as err:
-                raise TwinError(f"twin of device '{dev}' did not start: {err}") from err
-
-    def sample(self) -> None:
-        """Read every device, then append one whole row (columns never go ragged)."""
-        t = self.clock.now
-        rows = {dev: self.rig.transports[dev].read(names) for dev, names in self.read_plan.items()}
-        self.samples["t"].append(t)
-        for dev, values in rows.items():
-            for n, value in values.items():
-                self.samples[f"{dev}.{n}"].append(value)
-            if dev in self.twins:
-                model_only = self.sc.devices[dev].twin.level == "model"
-                self.twins[dev].assimilate.remote(t, {k: v for k, v in values.items()
-                                                      if not (model_only and k in self.twin_outputs[dev])})
-
-    def write(self, kind: str, w: Write) -> None:
-        dev, _, name = w.signal.partition(".")
-        if kind == "fault" and dev in self.twins:
-            before = ray.get(self.twins[dev].estimate.remote())
-            self.events.append({"t": self.clock.now, "kind": "twin_estimate", "device": dev,
-                                "note": f"before fault: {w.note}".strip(": "), "estimate": before})
-        self.rig.transports[dev].write(name, w.value)
-        self.events.append({"t": self.clock.now, "kind": kind, "device": dev, "signal": name,
-                            "value": w.value, "note": w.note})
-
-    def wait(self, seconds: float, total: float) -> None:
-        period = self.sc.sample.every
-        end = self.clock.now + seconds
-        while self.clock.now + period <= end + 1e-9:
-            self.clock.advance(period)
-            self.sample()
-            if self.progress:
-                self.progress(self.clock.now, total)
-        if end - self.clock.now > 1e-9:
-            self.clock.advance(end - self.clock.now)
+    def execute(self) -> RunRecord:
+        started, error = _now(), None
+        try:
+            with sigterm_interrupts():
+                try:
+                    self.rig.open()
+                    self.clock.listeners.append(self.rig.advance)
+                    if self.twins:
+                        self.twins.start()
+                    self.clock.start()
+                    self.steps()
+                    self.check_twins(drain=True)
+                except TwinloopError as err:
+                    error = str(err)
+                    self.events.append(Event(t=self.t, kind="error", message=error))
+                except KeyboardInterrupt as err:
+                    error = f"interrupted by {'SIGTERM' if isinstance(err, Interrupted) else 'SIGINT (Ctrl-C)'}"
+                    self.events.append(Event(t=self.t, kind="interrupted", message=error))
+                except Exception as err:  # a harness bug: still an error outcome, never a lost run
+                    error = f"internal error: {type(err).__name__}: {err}"
+                    self.events.append(Event(t=self.t, kind="error", message=error,
+                                             data={"traceback": traceback.format_exc()}))
+                finally:
+                    safe_state_error = self.safe_state()
+                    error = error or safe_state_error
+                    self.rig.close()
+        finally:
+            twins, twin_error = self.twin_results()
+        error = error or twin_error
+        verdicts = judge_all(self.sc.expect, self.samples)
+        src, rig = self.plan.source, self.plan.rig
+        return RunRecord(
+            judge_version=JUDGE_VERSION, run_id=self.run_id,
+            scenario=ScenarioInfo(name=self.sc.scenario, path=src.path, sha256=src.sha256, text=src.text),
+            rig=RigInfo(name=rig.profile.rig, sha256=rig.sha256, clock=self.clock.kind),
+            dut=DutInfo(id=self.sc.dut.id, version=self.sc.dut.version),
+            software=software_versions(), started_at=started, finished_at=_now(),
+            samples=self.samples, events=self.events, twins=twins, verdicts=verdicts,
+            outcome=overall(verdicts, error), error=error)
 
     def steps(self) -> None:
-        total = self.sc.duration()
-        self.sample()
+        self.wait(0)  # the sample at t = 0
         for step in self.sc.steps:
             if isinstance(step, WaitStep):
-                self.wait(step.wait, total)
+                self.wait(to_ns(step.wait))
             elif isinstance(step, SetStep):
                 self.write("set", step.set)
             elif isinstance(step, FaultStep):
                 self.write("fault", step.fault)
 
-    def twin_results(self) -> dict[str, dict[str, Any]]:
-        out = {}
-        for dev, actor in self.twins.items():
-            spec = self.sc.devices[dev].twin
-            out[dev] = {"model": spec.model, "level": spec.level,
-                        "final": ray.get(actor.estimate.remote()),
-                        "history": ray.get(actor.history.remote())}
-        return out
+    def wait(self, duration_ns: int) -> None:
+        """Sample at every tick up to ``t + duration``; ticks missed while late are recorded, not burst."""
+        end = self.t_ns + duration_ns
+        while self.next_ns <= end:
+            late = self.clock.sleep_until(self.next_ns)
+            due = min(self.next_ns + late, end)
+            missed = (due - self.next_ns) // self.period_ns
+            if missed:
+                self.events.append(Event(
+                    t=self.next_ns / NS, kind="overrun",
+                    message=f"{late / NS:.3f} s late; {missed} sample period(s) skipped",
+                    data={"late_s": late / NS, "missed": missed}))
+                self.next_ns += missed * self.period_ns
+            self.t_ns = self.next_ns
+            self.sample()
+            self.next_ns += self.period_ns
+            if self.progress:
+                self.progress(self.t, self.total_s)
+        self.clock.sleep_until(end)
+        self.t_ns = end
 
+    def sample(self) -> None:
+        """Read every device, append one whole row, and send each device's values to its twin."""
+        t_read = self.clock.elapsed_ns() / NS
+        rows = {dev: self.rig.transports[dev].read(d.read) for dev, d in self.plan.devices.items() if d.read}
+        self.samples.append(self.t, t_read, {f"{dev}.{k}": v for dev, values in rows.items()
+                                             for k, v in values.items()})
+        if self.twins:
+            for dev, values in rows.items():
+                d = self.plan.devices[dev]
+                if d.twin is not None:
+                    hidden = d.twin_outputs if d.twin.level == "model" else frozenset()
+                    self.twins.assimilate(dev, self.t, {k: v for k, v in values.items() if k not in hidden})
+            self.check_twins()
 
-def execute(source: ScenarioSource, profile: RigProfile, rig_sha256: str,
-            progress: Progress | None = None) -> RunResult:
-    """Run ``source`` on the rig ``profile`` and judge it; never raises for rig failures.
+    def check_twins(self, drain: bool = False) -> None:
+        """Record twin failures and restarts as events; a lost twin ends the run as an error."""
+        if not self.twins:
+            return
+        problems = self.twins.drain() if drain else self.twins.problems()
+        for p in problems:
+            self.events.append(Event(t=p.t, kind=p.kind, device=p.device, message=p.message))
+        if problems:
+            raise TwinError(problems[0].message)
 
-    A transport or twin failure mid-run ends the run with outcome ``error`` and
-    keeps every sample taken so far. Configuration errors raise before any step.
-    """
-    sc = source.scenario
-    missing = [d for d in sc.devices if d not in profile.devices]
-    if missing:
-        raise ConfigError(f"rig '{profile.rig}' has no device(s) {missing} that scenario "
-                          f"'{sc.scenario}' uses", file=source.path)
-    clock = SimulatedClock() if profile.clock_kind == "simulated" else RealClock()
-    run_id, started, error = str(uuid.uuid4()), _now(), None
-    run: _Run | None = None
-    twins: dict[str, dict[str, Any]] = {}
-    rig = Rig(profile)
-    try:
-        rig.open()
-        clock.listeners.append(rig.advance)
-        run = _Run(source, rig, clock, progress)
-        run.check_units(source)
-        run.start_twins()
-        run.steps()
-    except ConfigError:
-        raise
-    except TwinloopError as err:
-        error = str(err)
-    except ray.exceptions.RayError as err:
-        error = f"twin failed: {err}"
-    finally:
-        rig.close()
-    if run is not None:
-        if error:
-            run.events.append({"t": clock.now, "kind": "error", "message": error})
+    def write(self, kind: str, w: Write) -> None:
+        dev, _, name = w.signal.partition(".")
+        if kind == "fault" and self.twins and dev in self.twins.actors:
+            self.check_twins(drain=True)  # the estimate must follow every sample sent so far
+            self.events.append(Event(t=self.t, kind="twin_estimate", device=dev,
+                                     note=f"before fault: {w.note}".strip(": "),
+                                     data={"estimate": self.twins.estimate(dev)}))
+        self.rig.transports[dev].write(name, w.value)
+        self.events.append(Event(t=self.t, kind=kind, device=dev, signal=name, value=w.value, note=w.note))
+
+    def safe_state(self) -> str | None:
+        """Apply every open device's safe state, log it, and return the first failure, if any."""
+        failure = None
+        for r in self.rig.apply_safe_state():
+            note = "failed" if r.error else ("applied" if r.values else "none declared")
+            self.events.append(Event(t=self.t, kind="safe_state", device=r.device, note=note,
+                                     message=r.error or "", data={"values": r.values}))
+            failure = failure or (r.error and f"safe state of device '{r.device}' failed: {r.error}")
+        return failure
+
+    def twin_results(self) -> tuple[dict[str, TwinResult], str | None]:
+        """Every twin's final estimate and history; the twins' actors are stopped either way."""
+        if not self.twins:
+            return {}, None
         try:
-            twins = run.twin_results()
-        except ray.exceptions.RayError as err:
-            error = error or f"twin results could not be read: {err}"
-    samples = run.samples if run else {"t": []}
-    verdicts = [judge(e, samples) for e in sc.expect]
-    outcome = overall(verdicts, error)
-    record = {
-        "format": FORMAT, "run_id": run_id,
-        "scenario": {"name": sc.scenario, "path": source.path, "sha256": source.sha256,
-                     "text": source.text},
-        "rig": {"name": profile.rig, "sha256": rig_sha256, "clock": clock.kind},
-        "dut": sc.dut.model_dump(),
-        "software": software_versions(),
-        "started_at": started, "finished_at": _now(),
-        "samples": samples, "events": run.events if run else [],
-        "twins": twins,
-        "verdicts": [v.to_dict() for v in verdicts],
-        "outcome": outcome, "error": error,
-    }
-    return RunResult(run_id, record, verdicts, outcome, error, twins)
+            raw = self.twins.results()
+        except TwinError as err:
+            return {}, str(err)
+        finally:
+            self.twins.stop()
+        out = {}
+        for dev, r in raw.items():
+            spec = self.plan.devices[dev].twin
+            out[dev] = TwinResult(model=spec.model, level=spec.level, inputs=r["inputs"],
+                                  final={k: v for k, v in r["final"].items() if not isinstance(v, str)},
+                                  history=r["history"])
+        return out, None
+
+
+def execute(plan: Plan, progress: Progress | None = None, clock: Clock | None = None) -> RunRecord:
+    """Run ``plan`` and judge it; ``progress(t, total)`` is called after every sample."""
+    if clock is None:
+        clock = SimulatedClock() if plan.clock_kind == "simulated" else RealClock()
+    return _Run(plan, clock, progress).execute()

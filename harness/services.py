@@ -32,12 +32,28 @@ class ServiceOptions:
     contract: str | None = None
 
 
+def check_home(home: Path) -> Path:
+    """``home`` as a usable directory (created if missing), or a ConfigError saying why not."""
+    for part in (home, *home.parents):
+        if part.exists() and not part.is_dir():
+            raise ConfigError(f"--home {home}: {part} is a file, not a directory")
+        if part.exists():
+            break
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--home {home}: cannot create it: {err.strerror or err}") from err
+    if not os.access(home, os.W_OK | os.X_OK):
+        raise ConfigError(f"--home {home}: not writable")
+    return home
+
+
 class Services:
     """Starts what the options ask for and stops only what it started."""
 
     def __init__(self, options: ServiceOptions) -> None:
         self.options = options
-        self.home = Path(options.home)
+        self.home = check_home(Path(options.home))
         self.ipfs = EmbeddedIpfs(self.home / "ipfs")
         self._chain: EmbeddedChain | None = None
         self._ledger: RunLedgerClient | None = None

@@ -1,4 +1,4 @@
-"""Verify a recorded run from the ledger alone: chain record, bundle bytes, verdicts."""
+"""Verify a recorded run from the ledger alone: chain record, bundle bytes, scenario file, verdicts."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from twinloop.harness.judge import judge, overall
+from twinloop.errors import ConfigError, LedgerTamperedError
+from twinloop.harness.judge import JUDGE_VERSION, judge_all, overall
+from twinloop.harness.record import RunRecord
 from twinloop.harness.scenario import parse_scenario
 from twinloop.harness.services import Services
-from twinloop.ledger import bundle
 from twinloop.ledger.chain import LedgerEntry
 from twinloop.ledger.ipfs import import_file
-from twinloop.errors import ConfigError, LedgerTamperedError
 
 Status = Literal["ok", "failed", "skipped"]
 
@@ -47,11 +47,67 @@ class Verification:
         return passed
 
 
-def verify(run_id: str, services: Services, scenario_file: Path | None = None) -> Verification:
+def _repo_root(start: Path) -> Path | None:
+    for directory in (start, *start.parents):
+        if (directory / ".git").exists():
+            return directory
+    return None
+
+
+def find_scenario_file(recorded_path: str, named: Path | None) -> tuple[Path | None, list[Path]]:
+    """The scenario file to compare: the one named, else the recorded path here or in the repository."""
+    if named is not None:
+        return (named if named.is_file() else None), [named]
+    recorded = Path(recorded_path)
+    tried = [recorded]
+    if not recorded.is_absolute() and (root := _repo_root(Path.cwd().resolve())) is not None:
+        tried.append(root / recorded)
+    return next((p for p in tried if p.is_file()), None), tried
+
+
+def _check_scenario_file(v: Verification, record: RunRecord, entry: LedgerEntry, named: Path | None,
+                         no_scenario_file: bool) -> None:
+    if no_scenario_file:
+        v.checks.append(Check("scenario file", "skipped", "not compared (--no-scenario-file); the "
+                              "recorded scenario text was used as recorded"))
+        return
+    path, tried = find_scenario_file(record.scenario.path, named)
+    if path is None:
+        v.add("scenario file", False, "", f"scenario file not found (looked for "
+              f"{', '.join(str(p) for p in tried)}); name it with --scenario FILE, or pass "
+              "--no-scenario-file to accept the recorded text without a file")
+        return
+    file_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+    v.add("scenario file", file_hash == entry.scenario_hash, f"{path} hashes to the recorded scenario hash",
+          f"{path} has changed since the run (sha256 {file_hash[:12]}, recorded {entry.scenario_hash[:12]})")
+
+
+def _rejudge(v: Verification, record: RunRecord, entry: LedgerEntry) -> None:
+    try:
+        source = parse_scenario(record.scenario.path, record.scenario.text)
+    except ConfigError as err:
+        v.add("re-judged verdicts", False, "", f"recorded scenario no longer parses: {err}")
+        return
+    verdicts = judge_all(source.scenario.expect, record.samples)
+    recorded = {r.name: (r.outcome, r.value) for r in record.verdicts}
+    mismatched = [f"{x.name}: recomputed {x.outcome} ({x.value}), recorded {recorded.get(x.name)}"
+                  for x in verdicts if recorded.get(x.name) != (x.outcome, x.value)]
+    outcome = overall(verdicts, record.error)
+    if outcome != entry.verdict or outcome != record.outcome:
+        mismatched.append(f"overall: recomputed {outcome}, bundle {record.outcome}, chain {entry.verdict}")
+    if record.judge_version != JUDGE_VERSION:
+        mismatched = [f"{m} (recorded with judge version {record.judge_version}, now "
+                      f"{JUDGE_VERSION})" for m in mismatched]
+    v.add("re-judged verdicts", not mismatched,
+          f"{len(verdicts)} expectation(s) re-judged from raw samples: {outcome}", "; ".join(mismatched))
+
+
+def verify(run_id: str, services: Services, scenario_file: Path | None = None, *,
+           no_scenario_file: bool = False) -> Verification:
     """Check run ``run_id`` end to end; tampering anywhere shows as a failed check.
 
-    ``scenario_file`` defaults to the path recorded in the bundle, relative to
-    the current directory; it is skipped (not failed) if absent.
+    The scenario file is the one named, else the recorded path here or at the
+    repository's root; a missing file fails unless ``no_scenario_file``.
     """
     v = Verification(run_id)
     ledger = services.ledger
@@ -69,38 +125,17 @@ def verify(run_id: str, services: Services, scenario_file: Path | None = None) -
                  f"bundle bytes hash to {cid}, chain records {entry.bundle_cid}"):
         return v
     try:
-        record = bundle.decode(data)
-    except ValueError as err:
-        v.add("bundle format", False, "", f"bundle {cid} is not a run record: {err}")
+        record = RunRecord.from_bytes(data)
+    except LedgerTamperedError as err:
+        v.add("bundle format", False, "", f"bundle {cid}: {err}")
         return v
-    text = record["scenario"]["text"]
-    text_hash = hashlib.sha256(text.encode()).hexdigest()
-    same = (record["run_id"] == run_id and text_hash == entry.scenario_hash
-            and record["dut"] == {"id": entry.dut_id, "version": entry.dut_version})
+    text_hash = hashlib.sha256(record.scenario.text.encode()).hexdigest()
+    dut = (record.dut.id, record.dut.version)
+    same = (record.run_id == run_id and text_hash == entry.scenario_hash == record.scenario.sha256
+            and dut == (entry.dut_id, entry.dut_version))
     v.add("record matches chain", same, "run id, scenario hash and DUT match the chain record",
-          f"bundle says run {record['run_id']}, scenario {text_hash[:12]}, DUT {record['dut']}; chain says "
+          f"bundle says run {record.run_id}, scenario {text_hash[:12]}, DUT {' '.join(dut)}; chain says "
           f"scenario {entry.scenario_hash[:12]}, DUT {entry.dut_id} {entry.dut_version}")
-    path = scenario_file or Path(record["scenario"]["path"])
-    if path.is_file():
-        file_hash = hashlib.sha256(path.read_bytes()).hexdigest()
-        v.add("scenario file", file_hash == entry.scenario_hash,
-              f"{path} hashes to the recorded scenario hash",
-              f"{path} has changed since the run (sha256 {file_hash[:12]}, recorded "
-                   f"{entry.scenario_hash[:12]})")
-    else:
-        v.checks.append(Check("scenario file", "skipped", f"{path} not found here"))
-    try:
-        source = parse_scenario(record["scenario"]["path"], text)
-    except ConfigError as err:
-        v.add("re-judged verdicts", False, "", f"recorded scenario no longer parses: {err}")
-        return v
-    verdicts = [judge(e, record["samples"]) for e in source.scenario.expect]
-    recorded = {d.get("name"): (d.get("outcome"), d.get("value")) for d in record["verdicts"]}
-    mismatched = [f"{x.name}: recomputed {x.outcome} ({x.value}), recorded {recorded.get(x.name)}"
-                  for x in verdicts if recorded.get(x.name) != (x.outcome, x.value)]
-    outcome = overall(verdicts, record.get("error"))
-    if outcome != entry.verdict or outcome != record["outcome"]:
-        mismatched.append(f"overall: recomputed {outcome}, bundle {record['outcome']}, chain {entry.verdict}")
-    v.add("re-judged verdicts", not mismatched,
-          f"{len(verdicts)} expectation(s) re-judged from raw samples: {outcome}", "; ".join(mismatched))
+    _check_scenario_file(v, record, entry, scenario_file, no_scenario_file)
+    _rejudge(v, record, entry)
     return v

@@ -1,34 +1,27 @@
-"""Run bundles: a run record as deterministic bytes (same record -> same bytes -> same CID)."""
+"""Run bundles as deterministic bytes: canonical JSON (RFC 8785), so same data -> same bytes -> same CID."""
 
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
-FORMAT = "twinloop.run/1"
+import rfc8785
 
 
-def _clean(value: Any) -> Any:
-    """Replace non-finite floats (not valid JSON) with None, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
+def encode(data: Any) -> bytes:
+    """RFC 8785 canonical JSON of plain data (sorted keys, no whitespace, ES6 number form).
+
+    Non-finite floats are not JSON; the run record turns them into null first.
+    """
+    try:
+        return rfc8785.dumps(data)
+    except (rfc8785.CanonicalizationError, TypeError) as err:
+        raise ValueError(f"cannot encode as canonical JSON: {err}") from err
 
 
-def encode(record: dict[str, Any]) -> bytes:
-    """Canonical JSON: sorted keys, no whitespace, UTF-8, shortest float repr."""
-    return json.dumps(_clean(record), sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False, allow_nan=False).encode("utf-8")
-
-
-def decode(data: bytes) -> dict[str, Any]:
-    """Parse bundle bytes back into a record dict."""
-    record = json.loads(data.decode("utf-8"))
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise ValueError(f"not a {FORMAT} bundle")
-    return record
+def decode(data: bytes) -> Any:
+    """Parse bundle bytes (UTF-8 JSON) back into plain data."""
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"not UTF-8: {err}") from err

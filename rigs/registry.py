@@ -21,11 +21,16 @@ emulators: Registry[type] = Registry(
 )
 
 
-def open_transport(device: str, address: str, signals: Mapping[str, Mapping[str, Any]],
-                   timeout: float = 1.0) -> Transport:
-    """Build the transport whose scheme starts ``address`` (not yet opened)."""
+def transport_class(device: str, address: str) -> type[Transport]:
+    """The transport class for ``address``'s URL scheme."""
     scheme = address.split("://", 1)[0] if "://" in address else ""
     if not scheme:
         raise TransportUnavailableError(f"device '{device}': address {address!r} has no scheme "
                                         "(expected e.g. modbus+tcp://127.0.0.1:5020/unit/1)")
-    return transports.get(scheme)(device, address, signals, timeout=timeout)
+    return transports.get(scheme)
+
+
+def open_transport(device: str, address: str, signals: Mapping[str, Mapping[str, Any]],
+                   timeout: float = 1.0) -> Transport:
+    """Build the transport whose scheme starts ``address`` (not yet opened)."""
+    return transport_class(device, address)(device, address, signals, timeout=timeout)

@@ -1,48 +1,80 @@
-"""Open every device of a rig profile: start its emulators, connect its transports."""
+"""Open the devices of a run: start their emulators, connect their transports, apply safe states."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from twinloop.rigs.profile import RigProfile
-from twinloop.rigs.registry import emulators, open_transport
-from twinloop.rigs.transport import Transport
-from twinloop.errors import ConfigError, TwinloopError
+from twinloop.errors import TwinloopError
+from twinloop.rigs.transport import SignalSpec, Transport
+
+
+@dataclass(frozen=True)
+class DeviceSetup:
+    """Everything needed to reach one device, already validated (see the harness's plan)."""
+
+    name: str
+    transport: type[Transport]
+    signals: dict[str, SignalSpec]
+    timeout: float
+    safe_state: dict[str, float] = field(default_factory=dict)
+    address: str | None = None
+    emulator: type | None = None
+    emulator_params: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SafeStateResult:
+    """What applying one device's safe state did: the values written, or why it failed."""
+
+    device: str
+    values: dict[str, float]
+    error: str | None = None
 
 
 class Rig:
-    """A live rig: ``transports`` by device name; emulators advance with ``advance``."""
+    """A live rig: ``transports`` by device name; emulators step with ``advance``."""
 
-    def __init__(self, profile: RigProfile) -> None:
-        self.profile = profile
+    def __init__(self, devices: dict[str, DeviceSetup]) -> None:
+        self.devices = devices
         self.transports: dict[str, Transport] = {}
         self.emulators: dict[str, Any] = {}
 
     def open(self) -> "Rig":
         """Start emulators and open every transport; on failure closes what opened."""
         try:
-            for name, binding in self.profile.devices.items():
-                address, signals = binding.address, binding.signals
-                if binding.emulator:
-                    try:
-                        emulator = emulators.get(binding.emulator)(**binding.params)
-                    except TypeError as err:  # unknown or mistyped params in the profile
-                        raise ConfigError(f"rig '{self.profile.rig}', device '{name}': "
-                                          f"emulator '{binding.emulator}': {err}") from err
+            for name, setup in self.devices.items():
+                address = setup.address
+                if setup.emulator is not None:
+                    emulator = setup.emulator(**setup.emulator_params)
                     self.emulators[name] = emulator.start()
-                    address, signals = emulator.address, signals or emulator.signal_map
-                transport = open_transport(name, address, signals, timeout=binding.timeout)
+                    address = emulator.address
+                transport = setup.transport(name, address, setup.signals, timeout=setup.timeout)
                 transport.open()
                 self.transports[name] = transport
-        except TwinloopError:
+        except BaseException:
             self.close()
             raise
         return self
 
     def advance(self, dt: float) -> None:
-        """Step every emulator's physics by ``dt`` seconds (simulated clock)."""
+        """Step every emulator's physics by ``dt`` seconds."""
         for emulator in self.emulators.values():
             emulator.step(dt)
+
+    def apply_safe_state(self) -> list[SafeStateResult]:
+        """Write each open device's safe state; a failure is reported, never raised."""
+        results = []
+        for name, transport in self.transports.items():
+            values = self.devices[name].safe_state
+            error = None
+            try:
+                for signal, value in values.items():
+                    transport.write(signal, value)
+            except TwinloopError as err:
+                error = str(err)
+            results.append(SafeStateResult(name, dict(values), error))
+        return results
 
     def close(self) -> None:
         """Close transports and stop emulators; always safe to call."""

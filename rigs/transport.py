@@ -44,15 +44,21 @@ class Transport(ABC):
                  timeout: float = 1.0) -> None:
         self.device, self.address, self.timeout = device, address, timeout
         self.url: SplitResult = urlsplit(address)
-        self.signals: dict[str, SignalSpec] = {}
+        self.signals = self.parse_signals(device, signals)
+        self.is_open = False
+
+    @classmethod
+    def parse_signals(cls, device: str, signals: Mapping[str, Any]) -> dict[str, SignalSpec]:
+        """Validate a profile's signal map with this transport's spec model (no I/O)."""
+        parsed: dict[str, SignalSpec] = {}
         for name, spec in signals.items():
             try:
-                self.signals[name] = self.signal_spec.model_validate(spec)
+                parsed[name] = cls.signal_spec.model_validate(spec)
             except ValidationError as err:
                 first = err.errors()[0]
                 key = ".".join(str(p) for p in (name, *first["loc"]))
                 raise ConfigError(f"device '{device}': {first['msg']}", key=f"signals.{key}") from None
-        self.is_open = False
+        return parsed
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.device!r}, {self.address!r})"

@@ -9,118 +9,139 @@ from pathlib import Path
 
 import pytest
 
-from twinloop.harness.commit import commit
-from twinloop.harness.runner import RunResult, execute
-from twinloop.harness.scenario import ScenarioSource, load_scenario, parse_scenario
+from twinloop.harness.pipeline import Pipeline, PipelineResult
+from twinloop.harness.plan import plan
+from twinloop.harness.record import RunRecord
+from twinloop.harness.runner import execute
+from twinloop.harness.scenario import load_scenario, parse_scenario
 from twinloop.harness.services import Services
-from twinloop.harness.verify import verify
-from twinloop.ledger import bundle
 from twinloop.ledger.ipfs import import_file
 from twinloop.rigs.emulators.power_module import PowerModuleEmulator
-from twinloop.rigs.profile import RigProfile, emulated_rig
+from twinloop.rigs.profile import RigProfile, RigSource
 
 ROOT = Path(__file__).parents[1]
 SMOKE = ROOT / "scenarios" / "smoke.yaml"
 
 
-def run_emulated(source: ScenarioSource) -> RunResult:
-    profile, digest = emulated_rig({d: s.type for d, s in source.scenario.devices.items()})
-    return execute(source, profile, digest)
+def bench_rig(emulator: PowerModuleEmulator, timeout: str = "300 ms") -> RigSource:
+    """A rig that reaches an already running emulator by address, as a bench reaches hardware."""
+    profile = RigProfile.model_validate({
+        "rig": "bench-under-test", "clock": "simulated",
+        "devices": {"module": {"address": emulator.address, "signals": emulator.signal_map,
+                               "safe_state": {"power": 0, "fan": 1}, "timeout": timeout}}})
+    return RigSource(profile, "<test rig>", None, "0" * 64)
 
 
 @pytest.fixture(scope="module")
-def smoke_run(twinloop_ray: Services, twinloop_ledger: Services) -> tuple[RunResult, object]:
-    result = run_emulated(load_scenario(SMOKE))
-    return result, commit(result.record, twinloop_ledger)
+def smoke_run(twinloop_ray: Services, twinloop_ledger: Services) -> PipelineResult:
+    scenario = SMOKE.relative_to(Path.cwd()) if SMOKE.is_relative_to(Path.cwd()) else SMOKE
+    return Pipeline(twinloop_ledger).run_scenario(scenario)  # recorded as a relative path, as CI does
 
 
-def test_smoke_passes_end_to_end(smoke_run, twinloop_ledger: Services) -> None:
-    result, committed = smoke_run
-    assert result.outcome == "pass" and result.error is None
-    samples = result.record["samples"]
-    assert len(samples["t"]) == 601 and samples["t"][-1] == 600.0
-    temps = samples["module.temperature"]
+def test_smoke_passes_end_to_end(smoke_run: PipelineResult, twinloop_ledger: Services) -> None:
+    record, committed = smoke_run.record, smoke_run.committed
+    assert record.outcome == "pass" and record.error is None
+    samples = record.samples
+    assert len(samples.t) == 601 and samples.t[-1] == 600.0 and samples.t_read == samples.t
+    temps = samples.columns["module.temperature"]
     assert temps[0] < 30 and 60 < temps[299] < 70 and temps[-1] > 100  # fan failure at t=300 s
-    assert [e["kind"] for e in result.record["events"]] == ["set", "twin_estimate", "fault"]
-    twin = result.twins["module"]["final"]
+    assert [e.kind for e in record.events] == ["set", "twin_estimate", "fault", "safe_state"]
+    assert record.events[-1].data["values"] == {"power": 0.0, "fan": 1.0}
+    twin = record.twins["module"].final
     assert twin["damage"] == pytest.approx(0.05, abs=0.01)  # the emulator's hidden ageing
-    entry = twinloop_ledger.ledger.get(result.run_id)
+    entry = twinloop_ledger.ledger.get(record.run_id)
     assert (entry.bundle_cid, entry.verdict, entry.scenario_hash) == (
         committed.cid, "pass", load_scenario(SMOKE).sha256)
     assert (entry.dut_id, entry.dut_version) == ("pm-600v-half-bridge", "1.0.0")
     assert not list(twinloop_ledger.outbox.glob("*.json"))  # committed, so nothing pending
+    assert smoke_run.verification.ok
 
 
-def test_bundle_is_deterministic(smoke_run, twinloop_ledger: Services) -> None:
-    result, committed = smoke_run
-    data = twinloop_ledger.ipfs.cat(committed.cid)
-    assert bundle.encode(bundle.decode(data)) == data
-    assert import_file(bundle.encode(result.record))[0] == committed.cid
+def test_bundle_is_deterministic(smoke_run: PipelineResult, twinloop_ledger: Services) -> None:
+    data = twinloop_ledger.ipfs.cat(smoke_run.committed.cid)
+    assert RunRecord.from_bytes(data).to_bytes() == data
+    assert import_file(smoke_run.record.to_bytes())[0] == smoke_run.committed.cid
 
 
-def test_verify_accepts_the_untouched_run(smoke_run, twinloop_ledger: Services) -> None:
-    result, _ = smoke_run
-    v = verify(result.run_id, twinloop_ledger, SMOKE)
+def test_verify_accepts_the_untouched_run(smoke_run: PipelineResult, twinloop_ledger: Services) -> None:
+    v = Pipeline(twinloop_ledger).verify(smoke_run.record.run_id, SMOKE)
     assert v.ok, v.checks
     assert {c.name: c.status for c in v.checks}["re-judged verdicts"] == "ok"
 
 
-def test_verify_flags_a_changed_scenario_file(smoke_run, twinloop_ledger: Services, tmp_path: Path) -> None:
-    result, _ = smoke_run
+def test_verify_flags_a_changed_scenario_file(smoke_run: PipelineResult, twinloop_ledger: Services,
+                                              tmp_path: Path) -> None:
+    run_id = smoke_run.record.run_id
     edited = tmp_path / "smoke.yaml"
     edited.write_text(SMOKE.read_text().replace("max: 125", "max: 150"))
-    v = verify(result.run_id, twinloop_ledger, edited)
+    v = Pipeline(twinloop_ledger).verify(run_id, edited)
     failed = [c for c in v.checks if c.status == "failed"]
     assert not v.ok and [c.name for c in failed] == ["scenario file"]
-    assert result.run_id in failed[0].detail and "has changed since the run" in failed[0].detail
+    assert run_id in failed[0].detail and "has changed since the run" in failed[0].detail
 
 
-def test_one_flipped_byte_fails_verify(twinloop_ray: Services, twinloop_ledger: Services) -> None:
-    result = run_emulated(load_scenario(SMOKE))
-    committed = commit(result.record, twinloop_ledger)
-    store = twinloop_ledger.ipfs.store
-    block = store.path(committed.cid)
+def test_verify_never_passes_on_a_missing_scenario_file(smoke_run: PipelineResult, twinloop_ledger: Services,
+                                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pipeline, run_id = Pipeline(twinloop_ledger), smoke_run.record.run_id
+    v = pipeline.verify(run_id, tmp_path / "gone.yaml")
+    failed = [c for c in v.checks if c.status == "failed"]
+    assert not v.ok and [c.name for c in failed] == ["scenario file"]
+    assert "not found" in failed[0].detail and "--no-scenario-file" in failed[0].detail
+    assert not Path(smoke_run.record.scenario.path).is_absolute()
+    monkeypatch.chdir(tmp_path)  # the recorded relative path does not resolve here, and no repo holds it
+    assert not pipeline.verify(run_id).ok
+    explicit = pipeline.verify(run_id, no_scenario_file=True)
+    assert explicit.ok and {c.name: c.status for c in explicit.checks}["scenario file"] == "skipped"
+
+
+def test_verify_finds_the_scenario_at_the_repository_root(smoke_run: PipelineResult, twinloop_ledger: Services,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT / "tests")
+    v = Pipeline(twinloop_ledger).verify(smoke_run.record.run_id)
+    assert v.ok, v.checks
+
+
+def test_one_flipped_byte_fails_verify(smoke_run: PipelineResult, twinloop_ledger: Services) -> None:
+    result = Pipeline(twinloop_ledger).run_scenario(SMOKE)
+    block = twinloop_ledger.ipfs.store.path(result.committed.cid)
     data = bytearray(block.read_bytes())
     data[len(data) // 2] ^= 0x01
     block.write_bytes(bytes(data))
-    v = verify(result.run_id, twinloop_ledger)
+    v = Pipeline(twinloop_ledger).verify(result.record.run_id, SMOKE)
     failed = [c for c in v.checks if c.status == "failed"]
     assert not v.ok and failed[0].name == "bundle integrity"
-    assert result.run_id in failed[0].detail and committed.cid in failed[0].detail
+    assert result.record.run_id in failed[0].detail and result.committed.cid in failed[0].detail
     assert "do not hash" in failed[0].detail
 
 
 def test_a_broken_limit_fails_and_is_recorded_as_fail(twinloop_ray: Services, twinloop_ledger: Services) -> None:
     source = parse_scenario(SMOKE, SMOKE.read_text().replace("max: 125", "max: 80").replace(
         "marginal_max: 115", "marginal_max: 75"))
-    result = run_emulated(source)
-    assert result.outcome == "fail"
-    assert result.verdicts[0].value > 100 and "> 80" in result.verdicts[0].detail
-    commit(result.record, twinloop_ledger)
-    assert twinloop_ledger.ledger.get(result.run_id).verdict == "fail"
-    assert verify(result.run_id, twinloop_ledger, Path("/nonexistent.yaml")).ok
+    pipeline = Pipeline(twinloop_ledger)
+    record = pipeline.run(pipeline.plan(source))
+    assert record.outcome == "fail"
+    assert record.verdicts[0].value > 100 and "> 80" in record.verdicts[0].detail
+    pipeline.commit(record)
+    assert twinloop_ledger.ledger.get(record.run_id).verdict == "fail"
+    assert pipeline.verify(record.run_id, no_scenario_file=True).ok
 
 
 def test_device_lost_mid_run_is_an_error_with_partial_data(twinloop_ray: Services,
                                                            twinloop_ledger: Services) -> None:
     emulator = PowerModuleEmulator().start()
-    profile = RigProfile.model_validate({
-        "rig": "bench-under-test", "clock": "simulated",
-        "devices": {"module": {"address": emulator.address, "signals": emulator.signal_map,
-                               "timeout": "300 ms"}}})
-    source = load_scenario(SMOKE)
 
     def pull_the_plug(t: float, total: float) -> None:
         if t == 100.0:
             emulator.stop()
 
-    result = execute(source, profile, "0" * 64, progress=pull_the_plug)
-    assert result.outcome == "error"
-    assert "device 'module' at modbus+tcp://127.0.0.1" in result.error
-    assert len(result.record["samples"]["t"]) == 101  # t = 0..100 s kept
-    assert result.record["events"][-1]["kind"] == "error"
-    committed = commit(result.record, twinloop_ledger)
-    assert twinloop_ledger.ledger.get(result.run_id).verdict == "error"
+    record = execute(plan(SMOKE, bench_rig(emulator)), progress=pull_the_plug)
+    assert record.outcome == "error"
+    assert "device 'module' at modbus+tcp://127.0.0.1" in record.error
+    assert len(record.samples.t) == 101  # t = 0..100 s kept
+    assert [e.kind for e in record.events][-2:] == ["error", "safe_state"]
+    assert record.events[-1].note == "failed"  # the device is gone, and the record says so
+    committed = Pipeline(twinloop_ledger).commit(record)
+    assert twinloop_ledger.ledger.get(record.run_id).verdict == "error"
     assert committed.cid
 
 

@@ -71,6 +71,6 @@ def test_twin_actor_on_ray(twinloop_ray: Services) -> None:
         actor.assimilate.remote(float(k), {"power": 0.0, "ambient": 25.0, "fan": 1.0, "temperature": 25.0})
     est = ray.get(actor.estimate.remote())
     history = ray.get(actor.history.remote())
-    assert est["device"] == "module" and len(history["t"]) == 120
+    assert len(history["t"]) == 120
     assert 0.0 <= est["health"] <= 1.0
     ray.kill(actor)

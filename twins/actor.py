@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import uuid
 from typing import Any, Literal, Mapping
 
 import ray
@@ -12,10 +14,21 @@ from twinloop.twins.registry import models
 MaturityLevel = Literal["model", "shadow", "twin", "intelligent"]
 
 
+def _finite(signals: Mapping[str, Any], names: Mapping[str, Any]) -> dict[str, float]:
+    """The signals named in ``names`` whose values are finite numbers (a NaN reading is skipped)."""
+    out = {}
+    for k, v in signals.items():
+        if k in names and v is not None and math.isfinite(float(v)):
+            out[k] = float(v)
+    return out
+
+
 class DeviceTwin:
     """One device's twin: physics model + particle filter + a columnar estimate log.
 
-    Plain class so it runs and tests without Ray; ``TwinActor`` wraps it.
+    Plain class so it runs and tests without Ray; ``TwinActor`` wraps it. A new
+    ``incarnation`` is drawn whenever the object is (re)built, so a caller can
+    tell that an actor restarted and lost its history.
     """
 
     def __init__(self, device: str, model: str, params: Mapping[str, float] | None = None,
@@ -25,30 +38,41 @@ class DeviceTwin:
         self.filter = ParticleFilter(self.model, n_particles, seed)
         self.inputs = self.model.default_inputs()
         self.log: dict[str, list[float]] = {"t": []}
+        self.incarnation = uuid.uuid4().hex
+        self.seq = 0
 
-    def assimilate(self, t: float, signals: Mapping[str, float]) -> None:
-        """Take one sample of named signals (inputs and outputs of the model)."""
-        self.inputs.update({k: float(v) for k, v in signals.items() if k in self.model.inputs})
-        measured = {k: float(v) for k, v in signals.items() if k in self.model.outputs}
-        self.filter.update(t, self.inputs, measured)
+    def ready(self) -> str:
+        """The incarnation id; answering at all means the model was built."""
+        return self.incarnation
+
+    def assimilate(self, t: float, signals: Mapping[str, float]) -> tuple[str, int]:
+        """Take one sample of named signals (inputs and outputs); returns (incarnation, sequence)."""
+        self.inputs.update(_finite(signals, self.model.inputs))
+        self.filter.update(t, self.inputs, _finite(signals, self.model.outputs))
         est = self.filter.estimate()
         est.update({f"innovation_{k}": v for k, v in self.filter.last_innovation.items()})
         self.log["t"].append(float(t))
         for key, value in est.items():
             self.log.setdefault(key, []).append(value)
+        self.seq += 1
+        return self.incarnation, self.seq
 
-    def estimate(self) -> dict[str, Any]:
-        """Latest state, health and remaining useful life under the latest inputs."""
-        est = self.filter.estimate()
+    def estimate(self) -> dict[str, float | None]:
+        """Latest state, health and remaining useful life (seconds; None beyond the horizon)."""
+        est: dict[str, float | None] = dict(self.filter.estimate())
         est.update(self.filter.predict_rul(self.inputs))
-        return {"device": self.device, "model": self.model_name, "level": self.level,
-                "t": self.filter.t, "inputs": dict(self.inputs), **est}
+        est["t"] = self.filter.t
+        return est
+
+    def current_inputs(self) -> dict[str, float]:
+        """The inputs the twin is running on (last sampled, else the model's defaults)."""
+        return dict(self.inputs)
 
     def history(self) -> dict[str, list[float]]:
         """Every estimate logged so far, one column per quantity."""
         return {k: list(v) for k, v in self.log.items()}
 
 
-@ray.remote(max_restarts=3, max_task_retries=1, num_cpus=0)
+@ray.remote(max_restarts=3, max_task_retries=0, num_cpus=0)
 class TwinActor(DeviceTwin):
     """DeviceTwin as a Ray actor (one per device in HIL runs)."""

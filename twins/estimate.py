@@ -83,11 +83,11 @@ class ParticleFilter:
         return out
 
     def predict_rul(self, inputs: Mapping[str, float], horizon_s: float | None = None,
-                    steps: int = 200) -> dict[str, float]:
+                    steps: int = 200) -> dict[str, float | None]:
         """Time to the failure threshold per particle under constant ``inputs``.
 
-        Returns weighted percentiles in seconds; ``inf`` where a percentile does
-        not fail within the horizon.
+        Returns weighted percentiles in seconds; ``None`` where a percentile does
+        not fail within the horizon (the record's one form for "beyond horizon").
         """
         if self.x is None:
             return {}
@@ -101,7 +101,10 @@ class ParticleFilter:
         w = to_numpy(self.w)
         order = numpy.argsort(ttf)
         cdf = numpy.cumsum(w[order])
-        pct = {q: float(ttf[order][min(numpy.searchsorted(cdf, q / 100), self.n - 1)]) for q in (5, 50, 95)}
+        pct = {}
+        for q in (5, 50, 95):
+            value = float(ttf[order][min(numpy.searchsorted(cdf, q / 100), self.n - 1)])
+            pct[q] = value if math.isfinite(value) else None
         return {"rul_p05_s": pct[5], "rul_p50_s": pct[50], "rul_p95_s": pct[95],
                 "p_fail_in_horizon": float(w[failed].sum()), "horizon_s": horizon}
 

@@ -28,6 +28,13 @@ class PowerModuleEmulator:
     """
 
     device_type = "power_module"
+    #: Address scheme of the transport that reaches this emulator.
+    scheme = "modbus+tcp"
+    #: The register map, in the form rig profiles use.
+    signal_map: dict[str, dict[str, Any]] = {name: spec.model_dump(by_alias=True)
+                                             for name, spec in REGISTERS.items()}
+    #: Applied on every way out of a run unless the rig profile declares another.
+    safe_state: dict[str, float] = {"power": 0.0, "fan": 1.0}
 
     def __init__(self, *, initial_damage: float = 0.05, ambient: float = 25.0,
                  sensor_noise: float = 0.05, seed: int = 0, host: str = "127.0.0.1",
@@ -46,11 +53,6 @@ class PowerModuleEmulator:
     def address(self) -> str:
         """Transport URL of the running emulator."""
         return self.server.address
-
-    @property
-    def signal_map(self) -> dict[str, dict[str, Any]]:
-        """The register map, in the form rig profiles use."""
-        return {name: spec.model_dump(by_alias=True) for name, spec in REGISTERS.items()}
 
     def start(self) -> "PowerModuleEmulator":
         self.server.start()

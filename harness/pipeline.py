@@ -1,0 +1,71 @@
+"""The one pipeline: plan -> run -> record -> commit -> verify.
+
+The CLI, the pytest plugin (and next, fleet simulation and the CI gate) all
+go through it. ``plan`` has no side effects: a configuration error stops
+there, before any service starts, and nothing is recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from twinloop.harness.commit import Committed, commit
+from twinloop.harness.plan import Plan, plan
+from twinloop.harness.record import RunRecord
+from twinloop.harness.runner import Progress, execute
+from twinloop.harness.scenario import ScenarioSource
+from twinloop.harness.services import Services
+from twinloop.harness.verify import Verification, verify
+from twinloop.rigs.profile import RigSource
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """A run taken through every stage."""
+
+    plan: Plan
+    record: RunRecord
+    committed: Committed
+    verification: Verification
+
+
+class Pipeline:
+    """The stages of a run over one set of services (started on first need, stopped by the caller)."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    @staticmethod
+    def plan(scenario: str | Path | ScenarioSource, rig: str | Path | RigSource | None = None) -> Plan:
+        """Load and check scenario and rig; raises ConfigError, starts nothing."""
+        return plan(scenario, rig)
+
+    def prepare(self, plan: Plan) -> None:
+        """Start what the plan needs: Ray when it has twins, and the ledger."""
+        if any(d.twin is not None for d in plan.devices.values()):
+            self.services.start_ray()
+        self.services.start_ledger()
+
+    def run(self, plan: Plan, progress: Progress | None = None) -> RunRecord:
+        """Execute the plan on its rig; the record holds the outcome, never an exception."""
+        self.prepare(plan)
+        return execute(plan, progress)
+
+    def commit(self, record: RunRecord) -> Committed:
+        """Outbox, IPFS, chain; the outbox keeps the run if IPFS or the chain fails."""
+        return commit(record, self.services)
+
+    def verify(self, run_id: str, scenario_file: Path | None = None, *,
+               no_scenario_file: bool = False) -> Verification:
+        """Re-check a committed run from the ledger alone."""
+        return verify(run_id, self.services, scenario_file, no_scenario_file=no_scenario_file)
+
+    def run_scenario(self, scenario: str | Path | ScenarioSource, rig: str | Path | RigSource | None = None,
+                     progress: Progress | None = None) -> PipelineResult:
+        """Every stage in order, as CI runs a scenario file."""
+        p = self.plan(scenario, rig)
+        record = self.run(p, progress)
+        committed = self.commit(record)
+        scenario_file = Path(p.source.path)
+        return PipelineResult(p, record, committed, self.verify(record.run_id, scenario_file))

@@ -1,0 +1,184 @@
+"""The run record: one typed, versioned definition shared by runner, commit, verify and report.
+
+It is plain data. ``to_bytes`` gives canonical JSON (RFC 8785), so the same
+record always gives the same bytes and the same CID, in any language. Values
+that are not finite numbers (NaN, inf) are stored as ``null``, and are
+defined that way once, here, so a live judgement and a re-judgement of the
+bundle see the same data.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from twinloop.errors import LedgerTamperedError
+from twinloop.ledger import bundle
+
+FORMAT = "twinloop.run/2"
+FORMAT_V1 = "twinloop.run/1"
+
+Outcome = Literal["pass", "fail", "error"]
+
+
+def finite_or_none(value: Any) -> Any:
+    """NaN and infinities become ``None`` ("no valid value"); everything else passes through."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+#: A number that is finite, or ``None`` where the value was NaN, infinite or absent.
+Finite = Annotated[float | None, BeforeValidator(finite_or_none)]
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScenarioInfo(_Data):
+    """The scenario exactly as run: its name, where it came from, its text and SHA-256."""
+
+    name: str
+    path: str
+    sha256: str
+    text: str
+
+
+class RigInfo(_Data):
+    """The rig profile the run used, and the clock that drove it."""
+
+    name: str
+    sha256: str
+    clock: Literal["real", "simulated"]
+
+
+class DutInfo(_Data):
+    """The device under test, as the ledger keys runs."""
+
+    id: str
+    version: str
+
+
+class Samples(_Data):
+    """Columnar samples: scheduled time ``t``, acquisition time ``t_read`` (both s from the start)."""
+
+    t: list[float] = Field(default_factory=list)
+    t_read: list[float] = Field(default_factory=list)
+    columns: dict[str, list[Finite]] = Field(default_factory=dict)
+
+    def append(self, t: float, t_read: float, row: dict[str, float | None]) -> None:
+        """Add one whole row, so columns never go ragged; non-finite values become None."""
+        for name, column in self.columns.items():
+            column.append(finite_or_none(row.get(name)))
+        self.t.append(t)
+        self.t_read.append(t_read)
+
+
+EventKind = Literal["set", "fault", "twin_estimate", "twin_error", "twin_restarted", "overrun",
+                    "safe_state", "interrupted", "error"]
+
+
+class Event(_Data):
+    """One thing that happened at scheduled time ``t`` (seconds from the start of the run)."""
+
+    t: float
+    kind: EventKind
+    device: str | None = None
+    signal: str | None = None
+    value: Finite = None
+    note: str = ""
+    message: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class TwinResult(_Data):
+    """A device twin's final estimate and its estimate history (columns over time)."""
+
+    model: str
+    level: str
+    inputs: dict[str, Finite] = Field(default_factory=dict)
+    final: dict[str, Finite] = Field(default_factory=dict)
+    history: dict[str, list[Finite]] = Field(default_factory=dict)
+
+
+class VerdictRecord(_Data):
+    """One expectation's judged outcome, worst value and limit; ``invalid`` counts non-finite samples."""
+
+    name: str
+    outcome: Outcome
+    value: Finite
+    limit: str
+    unit: str
+    marginal: bool = False
+    invalid: int = 0
+    detail: str = ""
+
+
+class RunRecord(_Data):
+    """Everything one run produced; the bundle committed to IPFS and named on chain."""
+
+    format: Literal["twinloop.run/2"] = FORMAT
+    judge_version: str
+    run_id: str
+    scenario: ScenarioInfo
+    rig: RigInfo
+    dut: DutInfo
+    software: dict[str, str]
+    started_at: str
+    finished_at: str
+    samples: Samples
+    events: list[Event] = Field(default_factory=list)
+    twins: dict[str, TwinResult] = Field(default_factory=dict)
+    verdicts: list[VerdictRecord] = Field(default_factory=list)
+    outcome: Outcome
+    error: str | None = None
+
+    def to_bytes(self) -> bytes:
+        """Canonical JSON (RFC 8785) of the record: the bundle's exact bytes."""
+        return bundle.encode(self.model_dump(mode="json"))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "RunRecord":
+        """Decode a bundle of this or an earlier format version."""
+        try:
+            raw = bundle.decode(data)
+        except ValueError as err:
+            raise LedgerTamperedError(f"bundle is not JSON: {err}") from err
+        if not isinstance(raw, dict):
+            raise LedgerTamperedError("bundle is not a run record (not a JSON object)")
+        if raw.get("format") == FORMAT_V1:
+            raw = upgrade_v1(raw)
+        elif raw.get("format") != FORMAT:
+            raise LedgerTamperedError(f"bundle format {raw.get('format')!r} is not one of "
+                                      f"{FORMAT!r}, {FORMAT_V1!r}")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise LedgerTamperedError(f"bundle is not a valid {FORMAT} record: {where}: "
+                                      f"{first['msg']}") from None
+
+
+def upgrade_v1(raw: dict[str, Any]) -> dict[str, Any]:
+    """A ``twinloop.run/1`` record (flat sample dict, untyped events and twins) in today's shape."""
+    samples = dict(raw.get("samples") or {})
+    t = samples.pop("t", [])
+    events = []
+    for e in raw.get("events", []):
+        e = dict(e)
+        data = {"estimate": e.pop("estimate")} if "estimate" in e else {}
+        events.append({**e, "data": data})
+    twins = {}
+    for dev, tw in (raw.get("twins") or {}).items():
+        final = {k: v for k, v in tw.get("final", {}).items()
+                 if isinstance(v, (int, float)) or v is None}
+        twins[dev] = {"model": tw["model"], "level": tw["level"],
+                      "inputs": tw.get("final", {}).get("inputs", {}),
+                      "final": final, "history": tw.get("history", {})}
+    return {**raw, "format": FORMAT, "judge_version": "1",
+            "samples": {"t": t, "t_read": list(t), "columns": samples},
+            "events": events, "twins": twins}

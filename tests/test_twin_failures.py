@@ -1,0 +1,45 @@
+"""A twin that fails or restarts is visible in the record, and makes the outcome an error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import ray
+
+from twinloop.harness.plan import plan
+from twinloop.harness.runner import execute
+from twinloop.harness.services import Services
+
+SMOKE = Path(__file__).parents[1] / "scenarios" / "smoke.yaml"
+
+
+def twin_actor():
+    names = [n for n in ray.util.list_named_actors() if n.startswith("twinloop/")]
+    assert len(names) == 1, names
+    return ray.get_actor(names[0])
+
+
+@pytest.mark.parametrize("restart, kind, words", [
+    (False, "twin_error", "twin of device 'module' failed"),
+    (True, "twin_restarted", "was restarted by Ray"),
+])
+def test_a_killed_twin_is_an_error_event(twinloop_ray: Services, restart: bool, kind: str, words: str) -> None:
+    def kill_the_twin(t: float, total: float) -> None:
+        if t == 50.0:
+            ray.kill(twin_actor(), no_restart=not restart)
+
+    record = execute(plan(SMOKE), progress=kill_the_twin)
+    assert record.outcome == "error" and words in record.error
+    [event] = [e for e in record.events if e.kind == kind]
+    assert event.device == "module" and event.t <= record.samples.t[-1]  # samples in flight may fail too
+    assert 50 < len(record.samples.t) < 601  # the rig's data up to the loss is kept
+    assert record.events[-1].kind == "safe_state"
+    assert "module" not in record.twins  # a lost twin's partial estimate is not passed off as whole
+    assert not [n for n in ray.util.list_named_actors() if n.startswith("twinloop/")]  # actors stopped
+
+
+def test_a_healthy_run_leaves_no_actor_behind(twinloop_ray: Services) -> None:
+    record = execute(plan(SMOKE))
+    assert record.outcome == "pass" and record.twins["module"].history["t"][-1] == 600.0
+    assert not [n for n in ray.util.list_named_actors() if n.startswith("twinloop/")]

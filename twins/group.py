@@ -1,0 +1,145 @@
+"""The twins of one run: one Ray actor per device, with failures and restarts surfaced.
+
+Samples go to the actors without waiting, but every reply is collected: an
+exception inside a twin, a dead actor, or a restart (which rebuilds the twin
+and loses its history) becomes a ``TwinProblem`` the runner records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import ray
+
+from twinloop.errors import TwinError
+from twinloop.twins.actor import TwinActor
+
+READY_TIMEOUT_S = 60.0
+DRAIN_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class TwinSetup:
+    """What one device's twin is built from."""
+
+    model: str
+    params: dict[str, float]
+    level: str
+    particles: int
+
+
+@dataclass(frozen=True)
+class TwinProblem:
+    """A twin failed (``twin_error``) or was rebuilt by Ray and lost its state (``twin_restarted``)."""
+
+    device: str
+    kind: str
+    t: float
+    message: str
+
+
+class TwinGroup:
+    """Actors named ``twinloop/<run id>/<device>``, started together and stopped together."""
+
+    def __init__(self, run_id: str, setups: Mapping[str, TwinSetup]) -> None:
+        self.run_id, self.setups = run_id, dict(setups)
+        self.actors: dict[str, Any] = {}
+        self._incarnation: dict[str, str] = {}
+        self._pending: dict[Any, tuple[str, float]] = {}
+        self.lost: set[str] = set()
+
+    def actor_name(self, device: str) -> str:
+        """The Ray actor name of ``device``'s twin (for tools and tests)."""
+        return f"twinloop/{self.run_id}/{device}"
+
+    def start(self) -> None:
+        """Create every actor and wait until each has built its model."""
+        for dev, s in self.setups.items():
+            self.actors[dev] = TwinActor.options(name=self.actor_name(dev)).remote(
+                dev, s.model, s.params, s.level, s.particles)
+        for dev, actor in self.actors.items():
+            try:
+                self._incarnation[dev] = ray.get(actor.ready.remote(), timeout=READY_TIMEOUT_S)
+            except (ray.exceptions.RayError, TimeoutError) as err:
+                raise TwinError(f"twin of device '{dev}' did not start: {err}") from err
+
+    def assimilate(self, device: str, t: float, signals: Mapping[str, float]) -> None:
+        """Send one sample to ``device``'s twin; its reply is checked by ``problems``."""
+        if device in self.actors and device not in self.lost:
+            self._pending[self.actors[device].assimilate.remote(t, dict(signals))] = (device, t)
+
+    def problems(self, wait_s: float = 0.0) -> list[TwinProblem]:
+        """Replies that arrived (all of them, waiting up to ``wait_s``), as problems found."""
+        if not self._pending:
+            return []
+        refs = list(self._pending)
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=wait_s)
+        found = []
+        for ref in ready:
+            device, t = self._pending.pop(ref)
+            if device in self.lost:
+                continue
+            try:
+                incarnation, _ = ray.get(ref)
+            except ray.exceptions.ActorUnavailableError:
+                incarnation = None  # Ray is restarting it: its state is gone either way
+            except ray.exceptions.RayError as err:
+                self.lost.add(device)
+                found.append(TwinProblem(device, "twin_error", t, f"twin of device '{device}' failed "
+                                         f"at t={t:g} s: {_first_line(err)}"))
+                continue
+            if incarnation != self._incarnation[device]:
+                self.lost.add(device)
+                found.append(TwinProblem(device, "twin_restarted", t, f"twin of device '{device}' "
+                                         f"was restarted by Ray before t={t:g} s and lost its history"))
+        return found
+
+    def drain(self) -> list[TwinProblem]:
+        """Wait for every outstanding reply; what is still missing then is a problem too."""
+        found = self.problems(wait_s=DRAIN_TIMEOUT_S)
+        for device, t in self._pending.values():
+            if device not in self.lost:
+                self.lost.add(device)
+                found.append(TwinProblem(device, "twin_error", t, f"twin of device '{device}' did not "
+                                         f"answer within {DRAIN_TIMEOUT_S:.0f} s"))
+        self._pending.clear()
+        return found
+
+    def estimate(self, device: str) -> dict[str, Any]:
+        """The latest estimate of ``device``'s twin."""
+        return self._call(device, "estimate")
+
+    def results(self) -> dict[str, dict[str, Any]]:
+        """Final estimate, inputs and history of every twin still standing."""
+        return {dev: {"final": self._call(dev, "estimate"), "inputs": self._call(dev, "current_inputs"),
+                      "history": self._call(dev, "history")}
+                for dev in self.actors if dev not in self.lost}
+
+    def stop(self) -> None:
+        """Kill every actor of this run; safe to call twice."""
+        for actor in self.actors.values():
+            try:
+                ray.kill(actor, no_restart=True)
+            except ray.exceptions.RayError:
+                pass
+        self.actors.clear()
+
+    def _call(self, device: str, method: str) -> Any:
+        try:
+            return ray.get(getattr(self.actors[device], method).remote(), timeout=DRAIN_TIMEOUT_S)
+        except ray.exceptions.ActorUnavailableError as err:
+            self.lost.add(device)
+            raise TwinError(f"twin of device '{device}' was restarted by Ray and lost its history") from err
+        except (ray.exceptions.RayError, TimeoutError) as err:
+            self.lost.add(device)
+            raise TwinError(f"twin of device '{device}' failed: {_first_line(err)}") from err
+
+
+def _first_line(err: BaseException) -> str:
+    """Ray wraps remote tracebacks in long messages; the cause's line is what a person needs."""
+    cause = getattr(err, "cause", None)
+    if cause is not None:
+        return f"{type(cause).__name__}: {cause}"
+    lines = [ln for ln in str(err).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(err).__name__
