@@ -114,3 +114,8 @@ def load_model(path: Path, model: type[M], text: str | None = None) -> M:
         if more:
             message += f" (and {more} more error{'s' if more > 1 else ''})"
         raise ConfigError(message, file=name, line=line, key=_join(keys) or None) from None
+
+
+def to_ns(seconds: float) -> int:
+    """Seconds as integer nanoseconds (nearest), the unit every schedule is counted in."""
+    return round(seconds * 1_000_000_000)

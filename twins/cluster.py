@@ -6,6 +6,24 @@ import logging
 import os
 
 import ray
+from ray._private import ray_constants
+
+from twinloop.errors import TwinError
+
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # twinloop/__init__.py sets it to 0
+
+
+def _check_loopback_only() -> None:
+    """Refuse a local start that would listen on every interface.
+
+    Ray reads the variable once, at import; if ``ray`` came before ``twinloop``
+    it is on, and no ray.init argument brings the listeners back to loopback
+    (``_node_ip_address="127.0.0.1"`` is then replaced by the external address).
+    """
+    opted_in = os.environ.get(LOOPBACK_ENV, "").lower() in ("1", "true")
+    if ray_constants.ENABLE_RAY_CLUSTER and not opted_in:
+        raise TwinError(f"ray was imported before twinloop with {LOOPBACK_ENV} unset; Ray would listen "
+                        f"on all interfaces. Import twinloop first or set {LOOPBACK_ENV}=0 in the environment")
 
 
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None,
@@ -19,8 +37,7 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None,
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         return
-    # Keeps Ray's own listeners on loopback (checked with ss on Ray 2.60).
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    _check_loopback_only()
     ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=num_cpus,
              include_dashboard=dashboard, dashboard_host="127.0.0.1",
              logging_level=logging.WARNING, log_to_driver=False)
