@@ -58,14 +58,12 @@ class _Where:
 
     def scenario(self, loc: tuple[Any, ...], message: str) -> NoReturn:
         raise_at(Path(self.source.path), self.source.text, loc, message)
-        raise AssertionError("raise_at returned")  # pragma: no cover
 
     def rig_device(self, device: str, loc: tuple[Any, ...], message: str) -> NoReturn:
         """An error in the rig's entry for ``device`` (the scenario's, for the built-in rig)."""
         if self.rig.text is None:
             self.scenario(("devices", device, "type"), message)
         raise_at(Path(self.rig.path), self.rig.text, ("devices", device, *loc), message)
-        raise AssertionError("raise_at returned")  # pragma: no cover
 
 
 def _emulator(where: _Where, name: str, binding: DeviceBinding) -> type:

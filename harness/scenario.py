@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, Tag, field_validator
 
-from twinloop.config import Strict, load_model, parse_duration, raise_at, read_text
+from twinloop.config import Strict, load_model, parse_duration, raise_at, read_text, to_ns
 
 Duration = Annotated[float, Field(ge=0)]
 
@@ -86,10 +86,19 @@ Step = Annotated[
 class Sampling(Strict):
     """How often to sample, and which signals (default: every signal of every device)."""
 
-    every: Duration = 1.0
+    every: Annotated[float, Field(gt=0)] = 1.0
     signals: list[str] | None = None
 
     _d = field_validator("every", mode="before")(_duration)
+
+
+class Limits(Strict):
+    """Bounds that stop a typo from scheduling a run that never ends; raise them to opt in."""
+
+    max_samples: int = Field(1_000_000, gt=0)
+    max_duration: Annotated[float, Field(gt=0)] = 7 * 86400.0
+
+    _d = field_validator("max_duration", mode="before")(_duration)
 
 
 class Expectation(Strict):
@@ -114,10 +123,16 @@ class Scenario(Strict):
     sample: Sampling = Sampling()
     steps: list[Step] = Field(min_length=1)
     expect: list[Expectation] = Field(min_length=1)
+    limits: Limits = Limits()
 
     def duration(self) -> float:
         """Total scheduled time in seconds."""
         return sum(s.wait for s in self.steps if isinstance(s, WaitStep))
+
+    def sample_count(self) -> int:
+        """Samples the run takes: one at t = 0 and one per whole period, counted in integer ns."""
+        total_ns = sum(to_ns(s.wait) for s in self.steps if isinstance(s, WaitStep))
+        return total_ns // to_ns(self.sample.every) + 1
 
 
 @dataclass(frozen=True)
@@ -151,6 +166,15 @@ def _check_refs(sc: Scenario) -> list[tuple[tuple[Any, ...], str]]:
         ref(("expect", i, "signal"), exp.signal)
         if exp.max is None and exp.min is None:
             problems.append((("expect", i), f"expectation '{exp.name}' needs 'max' or 'min'"))
+    longest = max(range(len(sc.steps)), key=lambda i: getattr(sc.steps[i], "wait", -1.0))
+    wait_loc = ("steps", longest, "wait")
+    if (count := sc.sample_count()) > sc.limits.max_samples:
+        problems.append((("sample", "every"), f"this scenario would take {count:,} samples "
+                         f"({sc.duration():g} s every {sc.sample.every:g} s); the limit is "
+                         f"{sc.limits.max_samples:,}; raise limits.max_samples to allow it"))
+    if sc.duration() > sc.limits.max_duration:
+        problems.append((wait_loc, f"this scenario lasts {sc.duration():g} s; the limit is "
+                         f"{sc.limits.max_duration:g} s; raise limits.max_duration to allow it"))
     names = [e.name for e in sc.expect]
     for i, name in enumerate(names):
         if names.index(name) != i:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, TypeVar
+import math
+from typing import Any, NoReturn, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -31,6 +32,8 @@ def parse_duration(value: Any) -> float:
         seconds = float(m.group(1)) * _UNITS[m.group(2)]
     else:
         raise ValueError(f"expected a duration such as '30 s', '250 ms' or '5 min', got {value!r}")
+    if not math.isfinite(seconds):
+        raise ValueError(f"a duration must be finite, got {value!r}")
     if seconds < 0:
         raise ValueError(f"a duration cannot be negative, got {value!r}")
     return seconds
@@ -74,10 +77,27 @@ def read_text(path: Path) -> str:
         raise ConfigError(f"cannot read file: {getattr(err, 'strerror', None) or err}", file=str(path)) from err
 
 
-def raise_at(path: Path, text: str, loc: tuple[Any, ...], message: str) -> None:
+def raise_at(path: Path, text: str, loc: tuple[Any, ...], message: str) -> NoReturn:
     """Raise a ConfigError for key path ``loc`` of the YAML ``text``, with its line."""
     line, keys = _line_of(yaml.compose(text, Loader=yaml.SafeLoader), loc)
     raise ConfigError(message, file=str(path), line=line, key=_join(keys) or None)
+
+
+def _refuse_duplicate_keys(node: yaml.Node | None, name: str, path: list[str]) -> None:
+    """PyYAML keeps the last of two equal keys silently; a config file with one is an error."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"duplicate key '{key}' (first at line {seen[key]})", file=name,
+                                  line=line, key=_join([*path, key]))
+            seen[key] = line
+            _refuse_duplicate_keys(value_node, name, [*path, key])
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, name, [*path, f"[{i}]"])
 
 
 def load_model(path: Path, model: type[M], text: str | None = None) -> M:
@@ -96,6 +116,7 @@ def load_model(path: Path, model: type[M], text: str | None = None) -> M:
                           line=mark.line + 1 if mark else None) from err
     except yaml.YAMLError as err:
         raise ConfigError(f"YAML error: {err}", file=name) from err
+    _refuse_duplicate_keys(node, name, [])
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping at the top level", file=name, line=1)
     try:
