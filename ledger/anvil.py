@@ -7,6 +7,7 @@ on SIGTERM (and every second) so records survive restarts.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import fcntl
 import functools
 import json
@@ -19,7 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Callable
 
 from twinloop.errors import LedgerUnavailableError
 
@@ -28,6 +29,7 @@ HOST = "127.0.0.1"
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
 _POLL_S = 0.05
+_PR_SET_PDEATHSIG = 1
 _LISTEN_RE = re.compile(r"Listening on 127\.0\.0\.1:(\d+)")
 
 
@@ -63,6 +65,20 @@ def find_anvil() -> str:
         f"anvil not found (looked for $TWINLOOP_ANVIL, {ANVIL_REL_PATH} and PATH); "
         "run `make setup` to install @foundry-rs/anvil-linux-amd64 with `npm ci`"
     )
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """A pre-exec hook: SIGTERM the child when its parent dies, even by SIGKILL (Linux).
+
+    PR_SET_PDEATHSIG fires when the thread that forked exits, so anvil is
+    started from the caller's thread and never from a short-lived one.
+    """
+    def hook() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+    return hook
 
 
 def _terminate(proc: subprocess.Popen[bytes], lock: IO[bytes],
@@ -120,9 +136,12 @@ class AnvilNode:
         ]
         try:
             with open(self.log_path, "wb") as log:
+                # anvil inherits the locked descriptor, so the lock lives exactly as
+                # long as anvil does, even if this process is killed.
                 self._proc = subprocess.Popen(
                     command, stdin=subprocess.DEVNULL, stdout=log,
                     stderr=subprocess.STDOUT, start_new_session=True,
+                    pass_fds=(lock.fileno(),), preexec_fn=_die_with_parent(os.getpid()),
                 )
         except OSError as err:
             lock.close()
@@ -136,6 +155,11 @@ class AnvilNode:
             self.stop()
             raise
         return self.rpc_url
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running anvil, if this node started one."""
+        return self._proc.pid if self._proc is not None else None
 
     def stop(self) -> None:
         """SIGTERM the anvil this node started and wait for its state dump."""
