@@ -25,7 +25,8 @@ def judge(expectation: Expectation, samples: Samples) -> VerdictRecord:
     raw = samples.columns.get(e.signal, [])
     column = [v for v in raw if v is not None]
     invalid = len(raw) - len(column)
-    verdict = dict(name=e.name, limit=limit, unit=e.unit, invalid=invalid)
+    verdict = dict(name=e.name, limit=limit, unit=e.unit, invalid=invalid, signal=e.signal, min=e.min,
+                   max=e.max, marginal_min=e.marginal_min, marginal_max=e.marginal_max)
     note = f"; {invalid} of {len(raw)} samples not finite" if invalid else ""
     if not column:
         return VerdictRecord(**verdict, outcome="error", value=None,

@@ -105,9 +105,14 @@ class TwinResult(_Data):
 
 
 class VerdictRecord(_Data):
-    """One expectation's judged outcome, worst value and limit; ``invalid`` counts non-finite samples."""
+    """One expectation's judged outcome, worst value and limit; ``invalid`` counts non-finite samples.
+
+    ``signal``, the numeric limits (in the signal's unit on the rig) and the
+    judged ``window`` (s from the start) are there for reports and plots.
+    """
 
     name: str
+    kind: str = "bounds"
     outcome: Outcome
     value: Finite
     limit: str
@@ -115,6 +120,12 @@ class VerdictRecord(_Data):
     marginal: bool = False
     invalid: int = 0
     detail: str = ""
+    signal: str | None = None
+    min: Finite = None
+    max: Finite = None
+    marginal_min: Finite = None
+    marginal_max: Finite = None
+    window: tuple[Finite, Finite] | None = None
 
 
 class RunRecord(_Data):
