@@ -41,6 +41,9 @@ class SimulatedClock:
             self._now_ns = t_ns
         return 0
 
+    def hold(self, ns: int) -> None:
+        """Nothing to take out: simulated time does not pass while the harness waits."""
+
 
 class RealClock:
     """Wall-clock (monotonic) time from ``start``; ``sleep_until`` reports lateness.
@@ -68,6 +71,11 @@ class RealClock:
         if self._zero is None:
             raise RuntimeError("RealClock.start() was not called")
         return self._monotonic_ns() - self._zero
+
+    def hold(self, ns: int) -> None:
+        """Take ``ns`` of wall time out of the run's time (an operator prompt): no tick burst after it."""
+        if self._zero is not None:
+            self._zero += ns
 
     def sleep_until(self, t_ns: int) -> int:
         """Sleep until ``t_ns`` after start, step listeners by the real time passed; return lateness."""

@@ -7,13 +7,13 @@ there, before any service starts, and nothing is recorded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from twinloop.harness.commit import Committed, commit
 from twinloop.harness.plan import Plan, plan
 from twinloop.harness.record import RunRecord
-from twinloop.harness.runner import Progress, execute
+from twinloop.harness.runner import Progress, Prompter, execute
 from twinloop.harness.scenario import ScenarioSource
 from twinloop.harness.services import Services
 from twinloop.harness.verify import Verification, verify
@@ -37,9 +37,15 @@ class Pipeline:
         self.services = services
 
     @staticmethod
-    def plan(scenario: str | Path | ScenarioSource, rig: str | Path | RigSource | None = None) -> Plan:
-        """Load and check scenario and rig; raises ConfigError, starts nothing."""
-        return plan(scenario, rig)
+    def plan(scenario: str | Path | ScenarioSource, rig: str | Path | RigSource | None = None, *,
+             interactive: bool = False, dut_version: str | None = None) -> Plan:
+        """Load and check scenario and rig; raises ConfigError, starts nothing.
+
+        ``dut_version`` records the run against that version of the device under
+        test instead of the scenario's ``dut.version`` (a bench testing a new build).
+        """
+        p = plan(scenario, rig, interactive=interactive)
+        return replace(p, dut_version=dut_version) if dut_version else p
 
     def prepare(self, plan: Plan) -> None:
         """Start what the plan needs: Ray when it has twins, and the ledger."""
@@ -47,10 +53,11 @@ class Pipeline:
             self.services.start_ray()
         self.services.start_ledger()
 
-    def run(self, plan: Plan, progress: Progress | None = None) -> RunRecord:
+    def run(self, plan: Plan, progress: Progress | None = None,
+            prompter: Prompter | None = None) -> RunRecord:
         """Execute the plan on its rig; the record holds the outcome, never an exception."""
         self.prepare(plan)
-        return execute(plan, progress)
+        return execute(plan, progress, prompter=prompter)
 
     def commit(self, record: RunRecord) -> Committed:
         """Outbox, IPFS, chain; the outbox keeps the run if IPFS or the chain fails."""
@@ -62,9 +69,9 @@ class Pipeline:
         return verify(run_id, self.services, scenario_file, no_scenario_file=no_scenario_file)
 
     def run_scenario(self, scenario: str | Path | ScenarioSource, rig: str | Path | RigSource | None = None,
-                     progress: Progress | None = None) -> PipelineResult:
+                     progress: Progress | None = None, *, dut_version: str | None = None) -> PipelineResult:
         """Every stage in order, as CI runs a scenario file."""
-        p = self.plan(scenario, rig)
+        p = self.plan(scenario, rig, dut_version=dut_version)
         record = self.run(p, progress)
         committed = self.commit(record)
         scenario_file = Path(p.source.path)

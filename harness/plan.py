@@ -11,9 +11,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
+from twinloop import units
 from twinloop.config import raise_at
 from twinloop.errors import ConfigError, TwinloopError
-from twinloop.harness.scenario import (FaultStep, ScenarioSource, SetStep, TwinSpec, load_scenario)
+from twinloop.harness.judge import Measure, resolve
+from twinloop.harness.scenario import (FaultStep, MarkStep, PowerStep, PromptStep, RampStep,
+                                       ReconnectStep, SampleStep, ScenarioSource, SetStep, TwinSpec,
+                                       UntilStep, WaitStep, load_scenario)
 from twinloop.rigs.profile import DeviceBinding, RigSource, emulated_rig, load_rig
 from twinloop.rigs.registry import emulators, transport_class
 from twinloop.rigs.rig import DeviceSetup
@@ -29,11 +33,38 @@ class DevicePlan:
     read: list[str]
     twin: TwinSpec | None = None
     twin_outputs: frozenset[str] = frozenset()
+    initial: tuple[str, ...] = ()  # signals sampled from the start (``read`` adds later sample steps')
 
     @property
     def signals(self) -> dict[str, SignalSpec]:
         """The device's signal map on this rig."""
         return self.setup.signals
+
+
+@dataclass(frozen=True)
+class Action:
+    """One step, resolved: signal values in the signal's unit on the rig, times in seconds."""
+
+    index: int
+    kind: str
+    device: str | None = None
+    signal: str | None = None
+    value: float | None = None
+    start: float | None = None
+    rate: float | None = None
+    over: float | None = None
+    estimate: str | None = None
+    above: float | None = None
+    below: float | None = None
+    timeout: float | None = None
+    on_timeout: str = "error"
+    every: float | None = None
+    signals: dict[str, list[str]] | None = None
+    state: str | None = None
+    fault_kind: str | None = None
+    duration: float | None = None
+    message: str = ""
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -43,6 +74,10 @@ class Plan:
     source: ScenarioSource
     rig: RigSource
     devices: dict[str, DevicePlan]
+    actions: tuple[Action, ...] = ()
+    measures: tuple[Measure, ...] = ()
+    units: dict[str, str] | None = None
+    dut_version: str | None = None  # overrides the scenario's dut.version in the record
 
     @property
     def clock_kind(self) -> str:
@@ -57,7 +92,7 @@ class _Where:
         self.source, self.rig = source, rig
 
     def scenario(self, loc: tuple[Any, ...], message: str) -> NoReturn:
-        raise_at(Path(self.source.path), self.source.text, loc, message)
+        self.source.error(loc, message)
 
     def rig_device(self, device: str, loc: tuple[Any, ...], message: str) -> NoReturn:
         """An error in the rig's entry for ``device`` (the scenario's, for the built-in rig)."""
@@ -93,6 +128,11 @@ def _device(where: _Where, name: str, binding: DeviceBinding, wanted: set[str] |
         signals = transport.parse_signals(name, raw_signals)
     except ConfigError as err:
         where.rig_device(name, tuple((err.key or "signals").split(".")), str(err).split(": ", 1)[-1])
+    for signal, spec in signals.items():
+        try:
+            units.unit(spec.unit)
+        except ValueError as err:
+            where.rig_device(name, ("signals", signal, "unit"), f"signal '{name}.{signal}': {err}")
     safe_state = dict(binding.safe_state) or dict(getattr(emulator, "safe_state", {}))
     for signal in safe_state:
         spec = signals.get(signal)
@@ -128,34 +168,139 @@ def _twin(where: _Where, device: str, d: DevicePlan) -> DevicePlan:
     return replace(d, twin_outputs=frozenset(model.outputs))
 
 
-def _references(where: _Where, devices: dict[str, DevicePlan]) -> None:
-    """Every referenced signal exists on the rig, with the unit the scenario wrote."""
-    sc, rig = where.source.scenario, where.rig.profile.rig
-    refs: list[tuple[tuple[Any, ...], str, str | None, bool]] = [
-        (("sample", "signals", i), s, None, False) for i, s in enumerate(sc.sample.signals or [])]
+def _signal(where: _Where, devices: dict[str, DevicePlan], loc: tuple[Any, ...], ref: str, *,
+            write: bool = False, sampled: set[str] | None = None) -> tuple[str, str, str]:
+    """(device, signal, unit) of a ``device.signal`` reference, checked against the rig."""
+    rig = where.rig.profile.rig
+    dev, _, name = ref.partition(".")
+    spec = devices[dev].signals.get(name)
+    if spec is None:
+        where.scenario(loc, f"device '{dev}' has no signal '{name}' on rig '{rig}'; it has: "
+                       f"{', '.join(sorted(devices[dev].signals))}")
+    if write and not spec.writable:
+        where.scenario(loc, f"{ref} is read-only on rig '{rig}'")
+    if sampled is not None and ref not in sampled:
+        where.scenario(loc, f"{ref} is judged but not sampled; add it to sample.signals")
+    return dev, name, spec.unit
+
+
+def _value(where: _Where, loc: tuple[Any, ...], value: Any, unit: str, given: str | None) -> float:
+    """A scenario value in the signal's unit (a bare number is in ``given`` or the signal's unit)."""
+    try:
+        return units.convert(value, unit, given or unit)
+    except ValueError as err:
+        where.scenario(loc, str(err))
+
+
+def _estimate_value(where: _Where, loc: tuple[Any, ...], estimate: str, value: Any) -> float:
+    """A threshold on a twin estimate: ``*_s`` estimates are durations, the others plain numbers."""
+    try:
+        return units.seconds(value) if estimate.endswith("_s") else units.convert(value, "1", "1")
+    except ValueError as err:
+        where.scenario(loc, f"twin estimate '{estimate}': {err}")
+
+
+def _actions(where: _Where, devices: dict[str, DevicePlan], interactive: bool) -> list[Action]:
+    """Every step resolved against the rig, in order."""
+    sc = where.source.scenario
+    sampled = {f"{d}.{n}" for d, p in devices.items() for n in p.read}
+    real = where.rig.profile.clock_kind == "real"
+    out: list[Action] = []
     for i, step in enumerate(sc.steps):
-        if isinstance(step, (SetStep, FaultStep)):
-            kind = "set" if isinstance(step, SetStep) else "fault"
-            w = getattr(step, kind)
-            refs.append((("steps", i, kind, "signal"), w.signal, w.unit, True))
-    for i, e in enumerate(sc.expect):
-        refs.append((("expect", i, "signal"), e.signal, e.unit, False))
-    for loc, ref, unit, write in refs:
-        dev, _, name = ref.partition(".")
-        spec = devices[dev].signals.get(name)
-        if spec is None:
-            where.scenario(loc, f"device '{dev}' has no signal '{name}' on rig '{rig}'; it has: "
-                           f"{', '.join(sorted(devices[dev].signals))}")
-        if unit is not None and unit != spec.unit:
-            where.scenario(loc, f"unit '{unit}' does not match {ref}'s unit '{spec.unit}' on rig '{rig}'")
-        if write and not spec.writable:
-            where.scenario(loc, f"{ref} is read-only on rig '{rig}'")
-        if not write and loc[0] == "expect" and name not in devices[dev].read:
-            where.scenario(loc, f"{ref} is judged but not sampled; add it to sample.signals")
+        loc = ("steps", i)
+        if isinstance(step, SetStep):
+            w = step.set
+            dev, name, u = _signal(where, devices, (*loc, "set", "signal"), w.signal, write=True)
+            out.append(Action(i, "set", dev, name, _value(where, (*loc, "set", "value"), w.value, u, w.unit),
+                              note=w.note))
+        elif isinstance(step, FaultStep):
+            f = step.fault
+            if f.signal is not None:
+                dev, name, u = _signal(where, devices, (*loc, "fault", "signal"), f.signal, write=True)
+                out.append(Action(i, "fault", dev, name, _value(where, (*loc, "fault", "value"), f.value, u,
+                                                                  f.unit), note=f.note))
+            else:
+                emulator = devices[f.device].setup.emulator
+                kinds = getattr(emulator, "faults", ("wedge",)) if emulator else ()
+                if f.kind not in kinds:
+                    where.scenario((*loc, "fault", "kind"), f"device '{f.device}' on rig "
+                                   f"'{where.rig.profile.rig}' cannot inject fault '{f.kind}'; it can: "
+                                   f"{', '.join(kinds) or 'none (only emulated devices inject faults here)'}")
+                out.append(Action(i, "fault", f.device, fault_kind=f.kind, duration=f.duration, note=f.note))
+        elif isinstance(step, WaitStep):
+            out.append(Action(i, "wait", over=step.wait))
+        elif isinstance(step, RampStep):
+            r = step.ramp
+            dev, name, u = _signal(where, devices, (*loc, "ramp", "signal"), r.signal, write=True)
+            start = None if r.start is None else _value(where, (*loc, "ramp", "from"), r.start, u, r.unit)
+            rate = None
+            if r.rate is not None:
+                try:
+                    rate = abs(units.rate(r.rate, u))
+                except ValueError as err:
+                    where.scenario((*loc, "ramp", "rate"), str(err))
+                if rate == 0:
+                    where.scenario((*loc, "ramp", "rate"), "a ramp rate cannot be 0")
+            out.append(Action(i, "ramp", dev, name, _value(where, (*loc, "ramp", "to"), r.to, u, r.unit),
+                              start=start, rate=rate, over=r.over, note=r.note))
+        elif isinstance(step, UntilStep):
+            c = step.until
+            if c.signal is not None:
+                dev, name, u = _signal(where, devices, (*loc, "until", "signal"), c.signal, sampled=sampled)
+                conv = lambda k, v: None if v is None else _value(where, (*loc, "until", k), v, u, None)
+                out.append(Action(i, "until", dev, name, above=conv("above", c.above),
+                                  below=conv("below", c.below), timeout=c.timeout, on_timeout=c.on_timeout))
+            else:
+                if devices[c.twin].twin is None:
+                    where.scenario((*loc, "until", "twin"), f"device '{c.twin}' has no twin")
+                conv = lambda k, v: None if v is None else _estimate_value(where, (*loc, "until", k),
+                                                                           c.estimate, v)
+                out.append(Action(i, "until", c.twin, estimate=c.estimate, above=conv("above", c.above),
+                                  below=conv("below", c.below), timeout=c.timeout, on_timeout=c.on_timeout))
+        elif isinstance(step, SampleStep):
+            chosen = None
+            if step.sample.signals is not None:
+                chosen = {d: [] for d in devices}
+                for j, ref in enumerate(step.sample.signals):
+                    dev, name, _ = _signal(where, devices, (*loc, "sample", "signals", j), ref)
+                    chosen[dev].append(name)
+            out.append(Action(i, "sample", every=step.sample.every, signals=chosen))
+        elif isinstance(step, (PowerStep, ReconnectStep)):
+            kind = "power" if isinstance(step, PowerStep) else "reconnect"
+            s_ = getattr(step, kind)
+            if kind == "power" and devices[s_.device].setup.emulator is None:
+                where.scenario((*loc, "power", "device"), f"device '{s_.device}' on rig "
+                               f"'{where.rig.profile.rig}' has no power control (only emulated devices "
+                               "can be switched here)")
+            out.append(Action(i, kind, s_.device, state=getattr(s_, "state", None), note=getattr(s_, "note", "")))
+        elif isinstance(step, PromptStep):
+            if real and not interactive:
+                where.scenario((*loc, "prompt"), "this scenario asks the operator to act, but no terminal "
+                               "is attached (stdin is not a TTY, e.g. in CI); run it from a terminal at "
+                               "the bench")
+            out.append(Action(i, "prompt", message=step.prompt.message))
+        elif isinstance(step, MarkStep):
+            out.append(Action(i, "mark", note=step.mark))
+    return out
 
 
-def plan(scenario: str | Path | ScenarioSource, rig: str | Path | RigSource | None = None) -> Plan:
-    """Load a scenario and a rig profile (default: the built-in emulated rig) and check both."""
+def _columns(devices: dict[str, DevicePlan], actions: list[Action]) -> dict[str, DevicePlan]:
+    """Each device reads the union of every signal set the run samples, so columns stay whole."""
+    out = {}
+    for dev, d in devices.items():
+        extra = [n for a in actions if a.kind == "sample" and a.signals for n in a.signals.get(dev, [])]
+        read = list(dict.fromkeys([*d.read, *extra]))
+        out[dev] = replace(d, read=read, initial=tuple(d.read))
+    return out
+
+
+def plan(scenario: str | Path | ScenarioSource, rig: str | Path | RigSource | None = None, *,
+         interactive: bool = False) -> Plan:
+    """Load a scenario and a rig profile (default: the built-in emulated rig) and check both.
+
+    ``interactive`` says an operator can answer ``prompt`` steps (a terminal is
+    attached); without one, a prompt on a real-time rig is refused here.
+    """
     source = scenario if isinstance(scenario, ScenarioSource) else load_scenario(scenario)
     sc = source.scenario
     if rig is None:
@@ -170,5 +315,25 @@ def plan(scenario: str | Path | ScenarioSource, rig: str | Path | RigSource | No
     wanted = set(sc.sample.signals) if sc.sample.signals is not None else None
     devices = {name: _device(where, name, rig.profile.devices[name], wanted, spec.twin)
                for name, spec in sc.devices.items()}
-    _references(where, devices)
-    return Plan(source, rig, {name: _twin(where, name, d) for name, d in devices.items()})
+    for i, ref in enumerate(sc.sample.signals or []):
+        _signal(where, devices, ("sample", "signals", i), ref)
+    actions = _actions(where, devices, interactive)
+    devices = _columns(devices, actions)
+    signal_units = {f"{d}.{n}": spec.unit for d, p in devices.items() for n, spec in p.signals.items()}
+    sampled = {f"{d}.{n}" for d, p in devices.items() for n in p.read}
+    for i, e in enumerate(sc.expect):
+        for key, ref in _expect_signals(e):
+            _signal(where, devices, ("expect", i, *key), ref, sampled=sampled)
+    measures = resolve(source, signal_units)
+    return Plan(source, rig, {name: _twin(where, name, d) for name, d in devices.items()},
+                tuple(actions), tuple(measures), signal_units)
+
+
+def _expect_signals(e: Any) -> list[tuple[tuple[str, ...], str]]:
+    """The signals an expectation judges, with their key paths."""
+    for kind in ("tolerance", "deadline", "settle"):
+        if hasattr(e, kind):
+            return [((kind, "signal"), getattr(e, kind).signal)]
+    if hasattr(e, "lead_time"):
+        return [(("lead_time", "failure", "signal"), e.lead_time.failure.signal)]
+    return [(("signal",), e.signal)]

@@ -22,20 +22,26 @@ REQUIRE_ANVIL = "TWINLOOP_REQUIRE_ANVIL"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("twinloop", "twinloop hardware-in-the-loop scenarios")
-    group.addoption("--twinloop-rig", type=Path, default=None,
+    group.addoption("--twinloop-rig", "--rig", dest="twinloop_rig", type=Path, default=None,
                     help="rig profile for scenario files (default: emulated devices on 127.0.0.1)")
-    group.addoption("--twinloop-home", type=Path, default=None,
-                    help="home for the ledger of scenario runs (default: a fresh temporary directory)")
+    group.addoption("--twinloop-home", "--ledger", dest="twinloop_home", type=Path, default=None,
+                    help="home of the embedded ledger the runs are committed to "
+                         "(default: a fresh temporary directory)")
+    group.addoption("--dut-version", dest="twinloop_dut_version", default=None,
+                    help="version of the device under test, recorded instead of the scenario's dut.version")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "twinloop_scenario: a scenario file collected by twinloop")
+    config.addinivalue_line("markers", "twinloop_hardware: a scenario that needs a physical rig")
+    config.addinivalue_line("markers", "scenario(path, point=None): the scenario file the rig, twin and "
+                            "run_record fixtures use")
 
 
 @pytest.fixture(scope="session")
 def twinloop_home(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where this session's embedded chain, IPFS store and outbox live."""
-    return request.config.getoption("--twinloop-home") or tmp_path_factory.mktemp("twinloop-home")
+    return request.config.getoption("twinloop_home") or tmp_path_factory.mktemp("twinloop-home")
 
 
 @pytest.fixture(scope="session")
@@ -97,25 +103,63 @@ def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Col
     return None
 
 
+def _relative(path: Path) -> Path:
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+
+
 class ScenarioFile(pytest.File):
-    """A scenario YAML file: one test item that runs, commits and verifies it."""
+    """A scenario YAML file: one test item per matrix point, each run, committed and verified."""
 
     def collect(self) -> Iterator[pytest.Item]:
-        yield pytest.Function.from_parent(self, name=self.path.stem, callobj=_run_scenario_file)
+        from twinloop.errors import ConfigError
+        from twinloop.harness.scenario import load_points
+
+        try:
+            points = load_points(_relative(self.path))
+        except ConfigError as err:
+            item = pytest.Function.from_parent(self, name=self.path.stem, callobj=_run_scenario_item)
+            item.twinloop_source, item.twinloop_problem = None, str(err)
+            yield item
+            return
+        for source in points:
+            name = f"{self.path.stem}[{source.point_id}]" if source.point_id else self.path.stem
+            item = pytest.Function.from_parent(self, name=name, callobj=_run_scenario_item)
+            item.twinloop_source, item.twinloop_problem = source, None
+            item.add_marker("twinloop_scenario")
+            if source.scenario.hardware:
+                item.add_marker("twinloop_hardware")
+            yield item
 
 
-def _run_scenario_file(request: pytest.FixtureRequest, twinloop_ray: "Services",
-                       twinloop_ledger: "Services") -> None:
+def _run_scenario_item(request: pytest.FixtureRequest) -> None:
+    """Plan, run, commit and verify one scenario point; each measurement becomes a JUnit property."""
+    node = request.node
+    if node.twinloop_problem is not None:
+        pytest.fail(node.twinloop_problem, pytrace=False)
+    source = node.twinloop_source
+    rig = request.config.getoption("twinloop_rig")
+    if source.scenario.hardware and rig is None:
+        pytest.skip("needs a physical rig (hardware: true); without --rig it is not run here")
     from twinloop.errors import ConfigError
     from twinloop.harness.pipeline import Pipeline
 
-    path: Path = request.node.path
-    scenario = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+    if any(d.twin is not None for d in source.scenario.devices.values()):
+        request.getfixturevalue("twinloop_ray")
+    services = request.getfixturevalue("twinloop_ledger")
     try:
-        result = Pipeline(twinloop_ledger).run_scenario(scenario, request.config.getoption("--twinloop-rig"))
+        result = Pipeline(services).run_scenario(
+            source, rig, dut_version=request.config.getoption("twinloop_dut_version"))
     except ConfigError as err:
         pytest.fail(str(err), pytrace=False)
     record, committed, verification = result.record, result.committed, result.verification
+    props = node.user_properties
+    props += [("run_id", record.run_id), ("bundle_cid", committed.cid), ("tx", committed.tx_hash),
+              ("outcome", record.outcome), ("dut", f"{record.dut.id} {record.dut.version}"),
+              ("scenario_sha256", record.scenario.sha256)]
+    for v in record.verdicts:
+        props += [(f"{v.name}.outcome", v.outcome + (" (marginal)" if v.marginal else "")),
+                  (f"{v.name}.value", "" if v.value is None else f"{v.value:g}"),
+                  (f"{v.name}.limit", v.limit), (f"{v.name}.unit", v.unit)]
     lines = [f"run {record.run_id}: {record.outcome}, bundle {committed.cid}, tx {committed.tx_hash}"]
     lines += [f"  {v.name}: {v.outcome} ({v.value} {v.unit}, limit {v.limit}) {v.detail}"
               for v in record.verdicts]
@@ -124,3 +168,56 @@ def _run_scenario_file(request: pytest.FixtureRequest, twinloop_ray: "Services",
     lines += [f"  verify {c.name}: {c.status} {c.detail}" for c in verification.checks if c.status == "failed"]
     if record.outcome != "pass" or not verification.ok:
         pytest.fail("\n".join(lines), pytrace=False)
+
+
+def _marked_scenario(request: pytest.FixtureRequest) -> Any:
+    from twinloop.errors import ConfigError
+    from twinloop.harness.plan import plan
+
+    marker = request.node.get_closest_marker("scenario")
+    if marker is None or not marker.args:
+        raise pytest.UsageError(f"{request.node.nodeid}: the '{request.fixturename}' fixture needs "
+                                "@pytest.mark.scenario('path/to/scenario.yaml')")
+    from twinloop.harness.scenario import load_scenario
+
+    try:
+        source = load_scenario(Path(marker.args[0]), marker.kwargs.get("point"))
+        return plan(source, request.config.getoption("twinloop_rig"))
+    except ConfigError as err:
+        pytest.fail(str(err), pytrace=False)
+
+
+@pytest.fixture
+def rig(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The marked scenario's rig, opened (emulators started on 127.0.0.1), safe state applied after."""
+    from twinloop.rigs.rig import Rig
+
+    p = _marked_scenario(request)
+    live = Rig({name: d.setup for name, d in p.devices.items()}).open()
+    try:
+        yield live
+    finally:
+        live.apply_safe_state()
+        live.close()
+
+
+@pytest.fixture
+def twin(request: pytest.FixtureRequest) -> Any:
+    """A local (in-process) twin of the marked scenario's first device that has one."""
+    from twinloop.twins.actor import DeviceTwin
+
+    p = _marked_scenario(request)
+    device, d = next(((n, d) for n, d in p.devices.items() if d.twin is not None), (None, None))
+    if d is None:
+        pytest.fail(f"scenario {p.source.path} declares no twin", pytrace=False)
+    return DeviceTwin(device, d.twin.model, d.twin.params, d.twin.level, d.twin.particles)
+
+
+@pytest.fixture
+def run_record(request: pytest.FixtureRequest, twinloop_ray: "Services",
+               twinloop_ledger: "Services") -> Any:
+    """The marked scenario run end to end (committed and verified): its ``RunRecord``."""
+    from twinloop.harness.pipeline import Pipeline
+
+    p = _marked_scenario(request)
+    return Pipeline(twinloop_ledger).run_scenario(p.source, p.rig).record

@@ -45,6 +45,7 @@ class ScenarioInfo(_Data):
     path: str
     sha256: str
     text: str
+    point: dict[str, float | str] | None = None
 
 
 class RigInfo(_Data):
@@ -53,6 +54,7 @@ class RigInfo(_Data):
     name: str
     sha256: str
     clock: Literal["real", "simulated"]
+    units: dict[str, str] = Field(default_factory=dict)
 
 
 class DutInfo(_Data):
@@ -77,8 +79,9 @@ class Samples(_Data):
         self.t_read.append(t_read)
 
 
-EventKind = Literal["set", "fault", "twin_estimate", "twin_error", "twin_restarted", "overrun",
-                    "safe_state", "interrupted", "error"]
+EventKind = Literal["set", "fault", "wait", "ramp", "until", "sample", "power", "reconnect", "prompt",
+                    "mark", "twin_estimate", "twin_error", "twin_restarted", "overrun", "retry",
+                    "transport_error", "safe_state", "interrupted", "error"]
 
 
 class Event(_Data):
@@ -92,6 +95,29 @@ class Event(_Data):
     note: str = ""
     message: str = ""
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Calls(_Data):
+    """Every transport call of the run, columnar: when (run time), device, operation, outcome, duration."""
+
+    t: list[float] = Field(default_factory=list)
+    device: list[str] = Field(default_factory=list)
+    op: list[str] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)
+    ok: list[bool] = Field(default_factory=list)
+    duration_s: list[float] = Field(default_factory=list)
+    error: list[str] = Field(default_factory=list)
+
+    def append(self, t: float, device: str, op: str, args: str, ok: bool, duration_s: float,
+               error: str = "") -> None:
+        """Log one call."""
+        self.t.append(t)
+        self.device.append(device)
+        self.op.append(op)
+        self.args.append(args)
+        self.ok.append(ok)
+        self.duration_s.append(round(duration_s, 6))
+        self.error.append(error)
 
 
 class TwinResult(_Data):
@@ -142,6 +168,7 @@ class RunRecord(_Data):
     finished_at: str
     samples: Samples
     events: list[Event] = Field(default_factory=list)
+    calls: Calls = Field(default_factory=Calls)
     twins: dict[str, TwinResult] = Field(default_factory=dict)
     verdicts: list[VerdictRecord] = Field(default_factory=list)
     outcome: Outcome

@@ -10,6 +10,7 @@ from __future__ import annotations
 import platform
 import signal
 import threading
+import time
 import traceback
 import uuid
 from contextlib import contextmanager
@@ -18,18 +19,28 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Callable, Iterator
 
 from twinloop.config import to_ns
-from twinloop.errors import TwinError, TwinloopError
+from twinloop.errors import TransportError, TwinError, TwinloopError
 from twinloop.harness.clock import NS, Clock, RealClock, SimulatedClock
 from twinloop.harness.judge import JUDGE_VERSION, judge_all, overall
-from twinloop.harness.plan import Plan
-from twinloop.harness.record import (DutInfo, Event, RigInfo, RunRecord, Samples, ScenarioInfo,
+from twinloop.harness.plan import Action, Plan
+from twinloop.harness.record import (Calls, DutInfo, Event, RigInfo, RunRecord, Samples, ScenarioInfo,
                                      TwinResult)
-from twinloop.harness.scenario import FaultStep, SetStep, WaitStep, Write
 from twinloop.rigs.rig import Rig
 from twinloop.twins.group import TwinGroup, TwinSetup
 
 Progress = Callable[[float, float], None]
-PACKAGES = ("twinloop", "numpy", "pymodbus", "ray", "web3", "vyper", "pydantic", "rfc8785")
+#: Shows an operator instruction and returns when the operator has acted.
+Prompter = Callable[[str], None]
+PACKAGES = ("twinloop", "numpy", "pint", "pymodbus", "ray", "web3", "vyper", "pydantic", "rfc8785")
+
+
+class StepError(TwinloopError):
+    """A step could not do what the scenario asked (an ``until`` that timed out as an error)."""
+
+
+def step_failures(record: RunRecord) -> list[str]:
+    """Steps that failed the run (``until`` timeouts declared ``on_timeout: fail``), from its events."""
+    return [e.message for e in record.events if e.kind == "until" and e.data.get("failed")]
 
 
 class Interrupted(KeyboardInterrupt):
@@ -71,19 +82,27 @@ def sigterm_interrupts() -> Iterator[None]:
 class _Run:
     """One run in progress; ``execute`` below is the entry point."""
 
-    def __init__(self, plan: Plan, clock: Clock, progress: Progress | None) -> None:
+    def __init__(self, plan: Plan, clock: Clock, progress: Progress | None,
+                 prompter: Prompter | None) -> None:
         self.plan, self.sc, self.clock, self.progress = plan, plan.source.scenario, clock, progress
+        self.prompter = prompter
         self.run_id = str(uuid.uuid4())
         self.rig = Rig({name: d.setup for name, d in plan.devices.items()})
         self.samples = Samples(columns={f"{dev}.{n}": [] for dev, d in plan.devices.items() for n in d.read})
         self.events: list[Event] = []
-        setups = {dev: TwinSetup(d.twin.model, dict(d.twin.params), d.twin.level, d.twin.particles)
+        self.calls = Calls()
+        setups = {dev: TwinSetup(d.twin.model, dict(d.twin.params), d.twin.level, d.twin.particles,
+                                 rul_every_s=d.twin.rul_every)
                   for dev, d in plan.devices.items() if d.twin is not None}
         self.twins = TwinGroup(self.run_id, setups) if setups else None
+        self.active = {dev: list(d.initial or d.read) for dev, d in plan.devices.items()}
+        self.powered = {dev: True for dev in plan.devices}
         self.t_ns = 0
         self.period_ns = to_ns(self.sc.sample.every)
         self.next_ns = 0
         self.total_s = self.sc.duration()
+        self.row: dict[str, float | None] = {}
+        self.continued: list[str] = []  # transport errors run past (on_error: continue)
 
     @property
     def t(self) -> float:
@@ -118,29 +137,143 @@ class _Run:
         finally:
             twins, twin_error = self.twin_results()
         error = error or twin_error
-        verdicts = judge_all(self.sc.expect, self.samples)
+        if not error and self.continued:
+            error = (f"{len(self.continued)} transport error(s) run past (on_error: continue); "
+                     f"first: {self.continued[0]}")
         src, rig = self.plan.source, self.plan.rig
-        return RunRecord(
+        record = RunRecord(
             judge_version=JUDGE_VERSION, run_id=self.run_id,
-            scenario=ScenarioInfo(name=self.sc.scenario, path=src.path, sha256=src.sha256, text=src.text),
-            rig=RigInfo(name=rig.profile.rig, sha256=rig.sha256, clock=self.clock.kind),
-            dut=DutInfo(id=self.sc.dut.id, version=self.sc.dut.version),
+            scenario=ScenarioInfo(name=self.sc.scenario, path=src.path, sha256=src.sha256, text=src.text,
+                                  point=src.point),
+            rig=RigInfo(name=rig.profile.rig, sha256=rig.sha256, clock=self.clock.kind,
+                        units=dict(self.plan.units or {})),
+            dut=DutInfo(id=self.sc.dut.id, version=self.plan.dut_version or self.sc.dut.version),
             software=software_versions(), started_at=started, finished_at=_now(),
-            samples=self.samples, events=self.events, twins=twins, verdicts=verdicts,
-            outcome=overall(verdicts, error), error=error)
+            samples=self.samples, events=self.events, calls=self.calls, twins=twins,
+            outcome="error", error=error)
+        record.verdicts = judge_all(self.plan.measures, record)
+        record.outcome = overall(record.verdicts, error, step_failures(record))
+        return record
 
     def steps(self) -> None:
         self.wait(0)  # the sample at t = 0
-        for step in self.sc.steps:
-            if isinstance(step, WaitStep):
-                self.wait(to_ns(step.wait))
-            elif isinstance(step, SetStep):
-                self.write("set", step.set)
-            elif isinstance(step, FaultStep):
-                self.write("fault", step.fault)
+        for action in self.plan.actions:
+            t0 = self.t_ns
+            event = getattr(self, f"do_{action.kind}")(action)
+            event.data.update(step=action.index, duration_s=(self.t_ns - t0) / NS)
+            self.events.append(event)
+            if event.data.get("failed"):
+                break  # an until that failed the run: the later steps assumed it held
 
-    def wait(self, duration_ns: int) -> None:
-        """Sample at every tick up to ``t + duration``; ticks missed while late are recorded, not burst."""
+    # --- steps -------------------------------------------------------------------------
+
+    def do_wait(self, a: Action) -> Event:
+        self.wait(to_ns(a.over or 0.0))
+        return Event(t=self.t, kind="wait", value=a.over)
+
+    def do_set(self, a: Action) -> Event:
+        self.write(a.device, a.signal, a.value)
+        return Event(t=self.t, kind="set", device=a.device, signal=a.signal, value=a.value, note=a.note)
+
+    def do_fault(self, a: Action) -> Event:
+        dev = a.device
+        if self.twins and dev in self.twins.actors:
+            self.check_twins(drain=True)  # the estimate must follow every sample sent so far
+            self.events.append(Event(t=self.t, kind="twin_estimate", device=dev,
+                                     note=f"before fault: {a.note}".strip(": "),
+                                     data={"estimate": self.twins.estimate(dev)}))
+        if a.fault_kind is None:
+            self.write(dev, a.signal, a.value)
+            return Event(t=self.t, kind="fault", device=dev, signal=a.signal, value=a.value, note=a.note)
+        self.rig.inject(dev, a.fault_kind, a.duration)
+        return Event(t=self.t, kind="fault", device=dev, note=a.note,
+                     data={"kind": a.fault_kind, "duration_s": a.duration})
+
+    def do_ramp(self, a: Action) -> Event:
+        start = a.start if a.start is not None else self.read(a.device, [a.signal])[a.signal]
+        if start is None:
+            raise StepError(f"ramp of {a.device}.{a.signal}: its present value could not be read")
+        over = a.over if a.over is not None else abs(a.value - start) / a.rate
+        t0, span = self.t_ns, to_ns(over)
+
+        def on_tick(t_ns: int) -> None:
+            frac = 1.0 if span == 0 else min(1.0, (t_ns - t0) / span)
+            self.write(a.device, a.signal, start + (a.value - start) * frac)
+
+        self.write(a.device, a.signal, start)
+        self.wait(span, on_tick=on_tick)
+        self.write(a.device, a.signal, a.value)
+        return Event(t=t0 / NS, kind="ramp", device=a.device, signal=a.signal, value=a.value, note=a.note,
+                     data={"from": start, "over_s": over})
+
+    def do_until(self, a: Action) -> Event:
+        what = f"{a.device}.{a.signal}" if a.signal else f"twin {a.device} {a.estimate}"
+        limit = f"> {a.above:g}" if a.above is not None else f"< {a.below:g}"
+
+        def met() -> bool:
+            if a.signal is not None:
+                v = self.row.get(f"{a.device}.{a.signal}")
+            else:
+                self.check_twins(drain=True)
+                v = self.twins.estimate(a.device).get(a.estimate)
+            return v is not None and (v > a.above if a.above is not None else v < a.below)
+
+        t0 = self.t_ns
+        ok = met() or self.wait(to_ns(a.timeout), stop_when=met)
+        event = Event(t=t0 / NS, kind="until", device=a.device, signal=a.signal,
+                      message=f"{what} {limit}: " + (f"held after {(self.t_ns - t0) / NS:g} s" if ok
+                                                     else f"timed out after {a.timeout:g} s"),
+                      data={"met": ok})
+        if not ok and a.on_timeout == "error":
+            raise StepError(f"step {a.index + 1} (until {what} {limit}) timed out after {a.timeout:g} s")
+        if not ok:
+            event.data["failed"] = True
+        return event
+
+    def do_sample(self, a: Action) -> Event:
+        if a.every is not None:
+            self.period_ns = to_ns(a.every)
+            self.next_ns = self.t_ns + self.period_ns
+        if a.signals is not None:
+            self.active = {dev: list(names) for dev, names in a.signals.items()}
+        return Event(t=self.t, kind="sample", value=a.every,
+                     data={"signals": [f"{d}.{n}" for d, ns in self.active.items() for n in ns]})
+
+    def do_power(self, a: Action) -> Event:
+        on = a.state == "on"
+        self.rig.power(a.device, on)
+        self.powered[a.device] = on
+        if on:
+            self.reconnect(a.device)
+        return Event(t=self.t, kind="power", device=a.device, note=a.note or a.state or "")
+
+    def do_reconnect(self, a: Action) -> Event:
+        self.reconnect(a.device)
+        return Event(t=self.t, kind="reconnect", device=a.device)
+
+    def do_prompt(self, a: Action) -> Event:
+        if self.clock.kind == "simulated" or self.prompter is None:
+            return Event(t=self.t, kind="prompt", message=a.message,
+                         note="not shown: simulated clock (emulated rig)")
+        t0 = time.monotonic_ns()
+        self.prompter(a.message)
+        waited = time.monotonic_ns() - t0
+        self.clock.hold(waited)  # the schedule resumes where it paused: no burst of ticks
+        return Event(t=self.t, kind="prompt", message=a.message, note="acknowledged",
+                     data={"waited_s": waited / NS})
+
+    def do_mark(self, a: Action) -> Event:
+        return Event(t=self.t, kind="mark", note=a.note)
+
+    # --- time and I/O -------------------------------------------------------------------
+
+    def wait(self, duration_ns: int, on_tick: Callable[[int], None] | None = None,
+             stop_when: Callable[[], bool] | None = None) -> bool:
+        """Sample at every tick up to ``t + duration``; ticks missed while late are recorded, not burst.
+
+        ``on_tick(t_ns)`` runs before each sample; ``stop_when()`` after it, ending
+        the wait early (returns True) once it holds.
+        """
         end = self.t_ns + duration_ns
         while self.next_ns <= end:
             late = self.clock.sleep_until(self.next_ns)
@@ -153,25 +286,78 @@ class _Run:
                     data={"late_s": late / NS, "missed": missed}))
                 self.next_ns += missed * self.period_ns
             self.t_ns = self.next_ns
+            if on_tick:
+                on_tick(self.t_ns)
             self.sample()
             self.next_ns += self.period_ns
             if self.progress:
                 self.progress(self.t, self.total_s)
+            if stop_when is not None and stop_when():
+                return True
         self.clock.sleep_until(end)
         self.t_ns = end
+        return False
+
+    def call(self, device: str, op: str, args: str, fn: Callable[[], Any]) -> tuple[bool, Any]:
+        """One transport call with the scenario's retries; logged. Returns (ok, result)."""
+        for attempt in range(self.sc.retries + 1):
+            t0 = time.perf_counter()
+            try:
+                result = fn()
+            except TransportError as err:
+                self.calls.append(self.t, device, op, args, False, time.perf_counter() - t0, str(err))
+                if self.rig.faulted(device):  # the scenario injected this: expected, not a rig error
+                    self.events.append(Event(t=self.t, kind="transport_error", device=device,
+                                             message=str(err), note="expected: injected fault"))
+                    self.reconnect(device, quiet=True)  # drops any late answer to this call
+                    return False, None
+                if attempt < self.sc.retries:
+                    self.events.append(Event(t=self.t, kind="retry", device=device, message=str(err),
+                                             data={"attempt": attempt + 1}))
+                    self.reconnect(device, quiet=True)
+                    continue
+                if self.sc.on_error == "stop":
+                    raise
+                self.continued.append(str(err))
+                self.events.append(Event(t=self.t, kind="transport_error", device=device, message=str(err),
+                                         note="continued (on_error: continue)"))
+                self.reconnect(device, quiet=True)
+                return False, None
+            self.calls.append(self.t, device, op, args, True, time.perf_counter() - t0)
+            return True, result
+        return False, None  # unreachable: the loop returns or raises
+
+    def read(self, device: str, names: list[str]) -> dict[str, float | None]:
+        ok, values = self.call(device, "read", ",".join(names), lambda: self.rig.transports[device].read(names))
+        return values if ok else {n: None for n in names}
+
+    def write(self, device: str, name: str, value: float) -> None:
+        self.call(device, "write", f"{name}={value:g}", lambda: self.rig.transports[device].write(name, value))
+
+    def reconnect(self, device: str, quiet: bool = False) -> None:
+        """Close and reopen a device's transport (a failure to reopen shows on the next call)."""
+        transport = self.rig.transports[device]
+        transport.close()
+        try:
+            transport.open()
+        except TransportError:
+            if not quiet:
+                raise
 
     def sample(self) -> None:
         """Read every device, append one whole row, and send each device's values to its twin."""
         t_read = self.clock.elapsed_ns() / NS
-        rows = {dev: self.rig.transports[dev].read(d.read) for dev, d in self.plan.devices.items() if d.read}
-        self.samples.append(self.t, t_read, {f"{dev}.{k}": v for dev, values in rows.items()
-                                             for k, v in values.items()})
+        rows = {dev: self.read(dev, names) for dev, names in self.active.items()
+                if names and self.powered[dev]}
+        self.row = {f"{dev}.{k}": v for dev, values in rows.items() for k, v in values.items()}
+        self.samples.append(self.t, t_read, self.row)
         if self.twins:
             for dev, values in rows.items():
                 d = self.plan.devices[dev]
                 if d.twin is not None:
                     hidden = d.twin_outputs if d.twin.level == "model" else frozenset()
-                    self.twins.assimilate(dev, self.t, {k: v for k, v in values.items() if k not in hidden})
+                    self.twins.assimilate(dev, self.t, {k: v for k, v in values.items()
+                                                        if k not in hidden and v is not None})
             self.check_twins()
 
     def check_twins(self, drain: bool = False) -> None:
@@ -183,16 +369,6 @@ class _Run:
             self.events.append(Event(t=p.t, kind=p.kind, device=p.device, message=p.message))
         if problems:
             raise TwinError(problems[0].message)
-
-    def write(self, kind: str, w: Write) -> None:
-        dev, _, name = w.signal.partition(".")
-        if kind == "fault" and self.twins and dev in self.twins.actors:
-            self.check_twins(drain=True)  # the estimate must follow every sample sent so far
-            self.events.append(Event(t=self.t, kind="twin_estimate", device=dev,
-                                     note=f"before fault: {w.note}".strip(": "),
-                                     data={"estimate": self.twins.estimate(dev)}))
-        self.rig.transports[dev].write(name, w.value)
-        self.events.append(Event(t=self.t, kind=kind, device=dev, signal=name, value=w.value, note=w.note))
 
     def safe_state(self) -> str | None:
         """Apply every open device's safe state, log it, and return the first failure, if any."""
@@ -223,8 +399,9 @@ class _Run:
         return out, None
 
 
-def execute(plan: Plan, progress: Progress | None = None, clock: Clock | None = None) -> RunRecord:
+def execute(plan: Plan, progress: Progress | None = None, clock: Clock | None = None,
+            prompter: Prompter | None = None) -> RunRecord:
     """Run ``plan`` and judge it; ``progress(t, total)`` is called after every sample."""
     if clock is None:
         clock = SimulatedClock() if plan.clock_kind == "simulated" else RealClock()
-    return _Run(plan, clock, progress).execute()
+    return _Run(plan, clock, progress, prompter).execute()

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Literal
 
 from twinloop.errors import ConfigError, LedgerTamperedError
-from twinloop.harness.judge import JUDGE_VERSION, judge_all, overall
+from twinloop.harness.expand import split_expanded
+from twinloop.harness.judge import JUDGE_VERSION, judge_all, overall, resolve
 from twinloop.harness.record import RunRecord
-from twinloop.harness.scenario import parse_scenario
+from twinloop.harness.runner import step_failures
+from twinloop.harness.scenario import Bounds, load_scenario, parse_scenario
 from twinloop.harness.services import Services
 from twinloop.ledger.chain import LedgerEntry
 from twinloop.ledger.ipfs import import_file
@@ -77,9 +79,20 @@ def _check_scenario_file(v: Verification, record: RunRecord, entry: LedgerEntry,
               f"{', '.join(str(p) for p in tried)}); name it with --scenario FILE, or pass "
               "--no-scenario-file to accept the recorded text without a file")
         return
-    file_hash = hashlib.sha256(path.read_bytes()).hexdigest()
-    v.add("scenario file", file_hash == entry.scenario_hash, f"{path} hashes to the recorded scenario hash",
-          f"{path} has changed since the run (sha256 {file_hash[:12]}, recorded {entry.scenario_hash[:12]})")
+    docs, point = split_expanded(record.scenario.path, record.scenario.text)
+    if len(docs) == 1 and point is None:
+        file_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+    else:  # re-expand the file with its includes, at the recorded matrix point
+        try:
+            file_hash = load_scenario(path, point).sha256
+        except ConfigError as err:
+            v.add("scenario file", False, "", f"{path} no longer expands to the recorded scenario: {err}")
+            return
+    what = "with its included files " if len(docs) > 1 else ""
+    v.add("scenario file", file_hash == entry.scenario_hash,
+          f"{path} {what}hashes to the recorded scenario hash",
+          f"{path} {what}has changed since the run (sha256 {file_hash[:12]}, recorded "
+          f"{entry.scenario_hash[:12]})")
 
 
 def _rejudge(v: Verification, record: RunRecord, entry: LedgerEntry) -> None:
@@ -88,11 +101,19 @@ def _rejudge(v: Verification, record: RunRecord, entry: LedgerEntry) -> None:
     except ConfigError as err:
         v.add("re-judged verdicts", False, "", f"recorded scenario no longer parses: {err}")
         return
-    verdicts = judge_all(source.scenario.expect, record.samples)
+    units = dict(record.rig.units) or {e.signal: e.unit for e in source.scenario.expect
+                                       if isinstance(e, Bounds) and e.unit}  # format 1 had no units
+    try:
+        measures = resolve(source, units)
+    except (ConfigError, KeyError) as err:
+        v.add("re-judged verdicts", False, "", f"recorded scenario cannot be judged with the recorded "
+              f"units: {err}")
+        return
+    verdicts = judge_all(measures, record)
     recorded = {r.name: (r.outcome, r.value) for r in record.verdicts}
     mismatched = [f"{x.name}: recomputed {x.outcome} ({x.value}), recorded {recorded.get(x.name)}"
                   for x in verdicts if recorded.get(x.name) != (x.outcome, x.value)]
-    outcome = overall(verdicts, record.error)
+    outcome = overall(verdicts, record.error, step_failures(record))
     if outcome != entry.verdict or outcome != record.outcome:
         mismatched.append(f"overall: recomputed {outcome}, bundle {record.outcome}, chain {entry.verdict}")
     if record.judge_version != JUDGE_VERSION:

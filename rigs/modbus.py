@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Literal, Mapping
 
 from pydantic import ConfigDict, Field
@@ -18,6 +19,10 @@ TYPES: dict[str, DataType] = {"int16": DataType.INT16, "uint16": DataType.UINT16
                               "int32": DataType.INT32, "uint32": DataType.UINT32,
                               "float32": DataType.FLOAT32}
 
+
+# Every pymodbus failure reaches the caller as a TransportError naming device and address,
+# and the run records it; pymodbus's own log lines (hex dumps, "no response") only repeat it.
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 class ModbusSignal(SignalSpec):
     """A signal in one or two holding/input registers (``register`` in YAML)."""

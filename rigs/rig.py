@@ -39,6 +39,7 @@ class Rig:
         self.devices = devices
         self.transports: dict[str, Transport] = {}
         self.emulators: dict[str, Any] = {}
+        self.fault_timers: dict[str, float] = {}  # device -> seconds left of a timed fault
 
     def open(self) -> "Rig":
         """Start emulators and open every transport; on failure closes what opened."""
@@ -58,9 +59,50 @@ class Rig:
         return self
 
     def advance(self, dt: float) -> None:
-        """Step every emulator's physics by ``dt`` seconds."""
+        """Step every emulator's physics by ``dt`` seconds, and end timed faults that ran out."""
         for emulator in self.emulators.values():
             emulator.step(dt)
+        for device in list(self.fault_timers):
+            self.fault_timers[device] -= dt
+            if self.fault_timers[device] <= 0:
+                del self.fault_timers[device]
+                self._server(device).unwedge()
+
+    def _server(self, device: str) -> Any:
+        server = getattr(self.emulators.get(device), "server", None)
+        if server is None:
+            raise TwinloopError(f"device '{device}' is not an emulator here: it cannot inject faults "
+                                "or switch power")
+        return server
+
+    def inject(self, device: str, kind: str, duration: float | None = None) -> None:
+        """Inject fault ``kind`` into an emulated device, for ``duration`` seconds (None: until the end).
+
+        ``wedge``: the device keeps its connection but stops answering, so every
+        call on it runs into the transport's timeout.
+        """
+        if kind != "wedge":
+            raise TwinloopError(f"device '{device}': unknown fault kind '{kind}'")
+        self._server(device).wedge()
+        if duration is not None:
+            self.fault_timers[device] = duration
+
+    def power(self, device: str, on: bool) -> None:
+        """Switch an emulated device off (it stops listening, its load drops) or on again (same address)."""
+        server = self._server(device)
+        if on:
+            server.start()
+            return
+        server.unwedge()
+        self.fault_timers.pop(device, None)
+        server.stop()
+        if hasattr(self.emulators[device], "power_off"):
+            self.emulators[device].power_off()
+
+    def faulted(self, device: str) -> bool:
+        """True while an injected fault keeps ``device`` from answering (its errors are expected)."""
+        server = getattr(self.emulators.get(device), "server", None)
+        return bool(server is not None and server.wedged)
 
     def apply_safe_state(self) -> list[SafeStateResult]:
         """Write each open device's safe state; a failure is reported, never raised."""

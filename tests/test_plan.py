@@ -53,17 +53,17 @@ def test_smoke_plans_on_the_emulated_and_a_bench_rig(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("old, new, line, key, words", [
-    ("model: power_module_thermal", "model: power_modul_thermal", 16, "devices.module.twin.model",
+    ("model: power_module_thermal", "model: power_modul_thermal", 17, "devices.module.twin.model",
      "unknown twin model 'power_modul_thermal'"),
-    ("      level: shadow", "      level: shadow\n      params: {tau: -1}", 18, "devices.module.twin.params",
+    ("      level: shadow", "      level: shadow\n      params: {tau: -1}", 19, "devices.module.twin.params",
      "tau=-1.0 s is outside"),
-    ("type: power_module", "type: power_modul", 14, "devices.module.type", "unknown device emulator 'power_modul'"),
-    ("every: 1 s", "every: 1 s\n  signals: [module.temprature]", 20, "sample.signals[0]",
+    ("type: power_module", "type: power_modul", 15, "devices.module.type", "unknown device emulator 'power_modul'"),
+    ("every: 1 s", "every: 1 s\n  signals: [module.temprature]", 21, "sample.signals[0]",
      "device 'module' has no signal 'temprature'"),
-    ("every: 1 s", "every: 1 s\n  signals: [module.temperature]", 20, "sample.signals",
+    ("every: 1 s", "every: 1 s\n  signals: [module.temperature]", 21, "sample.signals",
      "the twin of 'module' needs 'module.power'"),
-    ("unit: W", "unit: kW", 21, "steps[0].set.signal", "unit 'kW' does not match module.power's unit 'W'"),
-    ("signal: module.power, value: 30, unit: W", "signal: module.temperature, value: 30", 21, "steps[0].set.signal", "module.temperature is read-only"),
+    ("unit: W", "unit: degC", 22, "steps[0].set.value", "is [temperature], but the signal's unit 'W'"),
+    ("signal: module.power, value: 30, unit: W", "signal: module.temperature, value: 30", 22, "steps[0].set.signal", "module.temperature is read-only"),
 ])
 def test_scenario_errors_are_found_at_plan(tmp_path: Path, old: str, new: str, line: int, key: str,
                                            words: str) -> None:
@@ -91,7 +91,7 @@ def test_rig_errors_are_found_at_plan(tmp_path: Path, old: str, new: str, line: 
     assert words in str(err.value)
     where = (err.value.file, err.value.line, err.value.key)
     expected_file = str(SMOKE) if key == "devices.module" else str(path)
-    assert where == (expected_file, line if expected_file == str(path) else 13, key)
+    assert where == (expected_file, line if expected_file == str(path) else 14, key)
 
 
 def test_emulator_params_are_checked_at_plan(tmp_path: Path) -> None:

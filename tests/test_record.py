@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 
 from twinloop.errors import LedgerTamperedError
-from twinloop.harness.judge import JUDGE_VERSION, judge_all
+from twinloop.harness.judge import JUDGE_VERSION, Measure, judge_all
 from twinloop.harness.record import FORMAT, RunRecord, Samples, TwinResult
 from twinloop.harness.report import duration
-from twinloop.harness.scenario import Expectation
 from twinloop.ledger.ipfs import import_file
 
 DATA = Path(__file__).parent / "data"
-MAX_125 = Expectation(name="tj", signal="m.temperature", unit="degC", max=125)
+MAX_125 = Measure(name="tj", kind="bounds", signal="m.temperature", unit="degC", max=125.0)
 
 
 def record(**changes: object) -> RunRecord:
@@ -44,7 +43,7 @@ def test_bytes_are_rfc8785_canonical_and_stable() -> None:
     assert data == RunRecord.from_bytes(data).to_bytes()
     assert import_file(data)[0] == import_file(RunRecord.from_bytes(data).to_bytes())[0]
     text = data.decode()
-    assert text.startswith('{"dut":{"id":') and ": " not in text[:200]  # sorted keys, no whitespace
+    assert text.startswith('{"calls":{"args":[],') and ": " not in text[:200]  # sorted keys, no whitespace
     assert '"t":[0,1,2,' in text  # ES6 number form: 1.0 is written 1
 
 
@@ -53,18 +52,18 @@ def test_nan_never_masks_a_later_sample_live_or_after_the_round_trip() -> None:
     samples.append(0.0, 0.0, {"m.temperature": math.nan})
     samples.append(1.0, 1.0, {"m.temperature": 200.0})
     samples.append(2.0, 2.0, {"m.temperature": math.inf})
-    live = judge_all([MAX_125], samples)[0]
+    live = judge_all([MAX_125], record(samples=samples))[0]
     assert (live.outcome, live.value, live.invalid) == ("fail", 200.0, 2)
-    assert "2 of 3 samples not finite" in live.detail
+    assert "2 of 3 samples missing or not finite" in live.detail
     r = record(samples=samples, verdicts=[live], outcome="fail")
     again = RunRecord.from_bytes(r.to_bytes())
     assert again.samples.columns["m.temperature"] == [None, 200.0, None]
-    assert judge_all([MAX_125], again.samples)[0] == live
+    assert judge_all([MAX_125], again)[0] == live
 
 
 def test_only_non_finite_samples_is_an_error_not_a_pass() -> None:
     samples = Samples(columns={"m.temperature": [None, None]}, t=[0.0, 1.0], t_read=[0.0, 1.0])
-    v = judge_all([MAX_125], samples)[0]
+    v = judge_all([MAX_125], record(samples=samples))[0]
     assert (v.outcome, v.value, v.invalid) == ("error", None, 2)
 
 

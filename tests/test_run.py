@@ -45,7 +45,7 @@ def test_smoke_passes_end_to_end(smoke_run: PipelineResult, twinloop_ledger: Ser
     assert len(samples.t) == 601 and samples.t[-1] == 600.0 and samples.t_read == samples.t
     temps = samples.columns["module.temperature"]
     assert temps[0] < 30 and 60 < temps[299] < 70 and temps[-1] > 100  # fan failure at t=300 s
-    assert [e.kind for e in record.events] == ["set", "twin_estimate", "fault", "safe_state"]
+    assert [e.kind for e in record.events] == ["set", "wait", "twin_estimate", "fault", "wait", "safe_state"]
     assert record.events[-1].data["values"] == {"power": 0.0, "fan": 1.0}
     twin = record.twins["module"].final
     assert twin["damage"] == pytest.approx(0.05, abs=0.01)  # the emulator's hidden ageing

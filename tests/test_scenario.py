@@ -36,13 +36,13 @@ def test_smoke_loads_with_content_hash() -> None:
 
 
 @pytest.mark.parametrize("old, new, line, key, words", [
-    ("every: 1 s", "every: 1 s\n  evry: 2", 20, "sample.evry", "unknown key 'evry'"),
-    ("max: 125", "max: [1", 30, None, "YAML syntax error"),
-    ("  - wait: 5 min\n  - fault", "  - wiat: 5 min\n  - fault", 22, "steps[1]", "'wiat' is not one of"),
-    ("module.fan", "modul.fan", 23, "steps[2].fault.signal", "unknown device 'modul'"),
-    ("wait: 5 min", "wait: 5 parsecs", 22, "steps[1].wait", "expected a duration"),
-    ("value: 30", "value: hot", 21, "steps[0].set.value", "valid number"),
-    ("    max: 125\n", "", 26, "expect[0]", "needs 'max' or 'min'"),
+    ("every: 1 s", "every: 1 s\n  evry: 2", 21, "sample.evry", "unknown key 'evry'"),
+    ("max: 125", "max: [1", 31, None, "YAML syntax error"),
+    ("  - wait: 5 min\n  - fault", "  - wiat: 5 min\n  - fault", 23, "steps[1]", "'wiat' is not one of"),
+    ("module.fan", "modul.fan", 24, "steps[2].fault.signal", "unknown device 'modul'"),
+    ("wait: 5 min", "wait: 5 parsecs", 23, "steps[1].wait", "expected a duration"),
+    ("value: 30", "value: hot", 22, "steps[0].set.value", "cannot read 'hot' as a quantity"),
+    ("    max: 125\n", "", 27, "expect[0]", "needs 'max' or 'min'"),
 ])
 def test_errors_name_file_line_and_key(tmp_path: Path, old: str, new: str, line: int,
                                        key: str | None, words: str) -> None:
@@ -91,10 +91,10 @@ def test_cli_reports_config_errors_without_traceback(tmp_path: Path, old: str, n
 
 
 @pytest.mark.parametrize("old, new, line, key", [
-    ("every: 1 s", "every: 1 s\n  every: 2 s", 20, "sample.every"),
-    ("scenario: smoke", "scenario: smoke\nscenario: smoke2", 5, "scenario"),
+    ("every: 1 s", "every: 1 s\n  every: 2 s", 21, "sample.every"),
+    ("scenario: smoke", "scenario: smoke\nscenario: smoke2", 6, "scenario"),
     ("{signal: module.power, value: 30, unit: W}", "{signal: module.power, value: 30, value: 40, unit: W}",
-     21, "steps[0].set.value"),
+     22, "steps[0].set.value"),
 ])
 def test_duplicate_keys_are_refused(tmp_path: Path, old: str, new: str, line: int, key: str) -> None:
     path = broken(tmp_path, old, new)
@@ -117,8 +117,8 @@ def test_duplicate_keys_in_a_rig_profile_are_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("old, new, key, words", [
     ("every: 1 s", "every: 0 s", "sample.every", "greater than 0"),
     ("wait: 5 min", "wait: 1e12 s", "sample.every", "1,000,000,000,301 samples"),
-    ("wait: 5 min", "wait: inf s", "steps[1].wait", "expected a duration"),
-    ("wait: 5 min", "wait: 8 d", "steps[1].wait", "the limit is 604800 s"),
+    ("wait: 5 min", "wait: inf s", "steps[1].wait", "cannot read 'inf s'"),
+    ("wait: 5 min", "wait: 8 d", "steps[1]", "the limit is 604800 s"),
 ])
 def test_runs_that_would_never_end_are_refused_at_load(tmp_path: Path, old: str, new: str, key: str,
                                                        words: str) -> None:

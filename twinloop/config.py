@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import re
+import io
 from pathlib import Path
-import math
 from typing import Any, NoReturn, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from twinloop import units
 from twinloop.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
-
-_UNITS = {"ms": 1e-3, "s": 1.0, "sec": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|sec|min|h|d)\s*$")
-
 
 class Strict(BaseModel):
     """Base for config models: unknown keys are errors, objects are immutable."""
@@ -25,21 +21,56 @@ class Strict(BaseModel):
 
 
 def parse_duration(value: Any) -> float:
-    """Seconds from ``"250 ms"``, ``"30 s"``, ``"5 min"``, ``"2 h"`` or a number of seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    else:
-        raise ValueError(f"expected a duration such as '30 s', '250 ms' or '5 min', got {value!r}")
-    if not math.isfinite(seconds):
-        raise ValueError(f"a duration must be finite, got {value!r}")
-    if seconds < 0:
-        raise ValueError(f"a duration cannot be negative, got {value!r}")
-    return seconds
+    """Seconds from a duration with its unit: ``"250 ms"``, ``"0.25 s"``, ``"5 min"``, ``"2 h"``."""
+    return units.seconds(value)
 
 
-def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[int | None, list[str]]:
+class NamedText(io.StringIO):
+    """YAML text that carries its file name, so every node's mark says which file it came from."""
+
+    def __init__(self, text: str, name: str) -> None:
+        super().__init__(text)
+        self.name = name
+
+
+def compose(text: str, name: str) -> yaml.Node | None:
+    """The YAML node tree of ``text`` (marks name ``name``); syntax errors become ConfigErrors."""
+    try:
+        node = yaml.compose(NamedText(text, name), Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        context = (f" ({err.context} at line {err.context_mark.line + 1})"
+                   if err.context and err.context_mark and err.problem else "")
+        raise ConfigError(f"YAML syntax error: {err.problem or err.context}{context}", file=name,
+                          line=mark.line + 1 if mark else None) from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"YAML error: {err}", file=name) from err
+    except RecursionError:
+        raise ConfigError("YAML nested too deeply", file=name) from None
+    _refuse_duplicate_keys(node, name, [])
+    return node
+
+
+def construct(node: yaml.Node | None) -> Any:
+    """Plain Python data (dicts, lists, scalars) from a node tree."""
+    if node is None:
+        return None
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def locate(node: yaml.Node | None, loc: tuple[Any, ...], name: str) -> tuple[str, int | None, str | None]:
+    """File, line and key path of ``loc`` in a node tree (the deepest node the path reaches)."""
+    line, keys, found = _line_of(node, loc)
+    file = found.start_mark.name if found is not None and found.start_mark.name not in (
+        "<file>", "<unicode string>") else name
+    return file, line, _join(keys) or None
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[int | None, list[str], yaml.Node | None]:
     """Follow a pydantic error location through the YAML node tree.
 
     Location parts that are not keys in the document (union tags, model names)
@@ -47,22 +78,23 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[int | None, 
     """
     path: list[str] = []
     line = node.start_mark.line + 1 if node is not None else None
+    found = node
     for part in loc:
         child = None
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
                 if key_node.value == str(part):
                     # An unknown key is reported at the key itself.
-                    child, line = value_node, key_node.start_mark.line + 1
+                    child, line, found = value_node, key_node.start_mark.line + 1, key_node
                     break
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            child = node.value[part]
+            child = found = node.value[part]
             line = child.start_mark.line + 1
         if child is None:
             continue
         node = child
         path.append(f"[{part}]" if isinstance(part, int) else str(part))
-    return line, path
+    return line, path, found
 
 
 def _join(path: list[str]) -> str:
@@ -79,8 +111,13 @@ def read_text(path: Path) -> str:
 
 def raise_at(path: Path, text: str, loc: tuple[Any, ...], message: str) -> NoReturn:
     """Raise a ConfigError for key path ``loc`` of the YAML ``text``, with its line."""
-    line, keys = _line_of(yaml.compose(text, Loader=yaml.SafeLoader), loc)
-    raise ConfigError(message, file=str(path), line=line, key=_join(keys) or None)
+    raise_in(compose(text, str(path)), str(path), loc, message)
+
+
+def raise_in(node: yaml.Node | None, name: str, loc: tuple[Any, ...], message: str) -> NoReturn:
+    """Raise a ConfigError for key path ``loc`` of a node tree, naming the file the node came from."""
+    file, line, key = locate(node, loc, name)
+    raise ConfigError(message, file=file, line=line, key=key)
 
 
 def _refuse_duplicate_keys(node: yaml.Node | None, name: str, path: list[str]) -> None:
@@ -103,38 +140,31 @@ def _refuse_duplicate_keys(node: yaml.Node | None, name: str, path: list[str]) -
 def load_model(path: Path, model: type[M], text: str | None = None) -> M:
     """Parse ``path`` (or ``text`` standing for it) and validate it as ``model``."""
     name = str(path)
-    if text is None:
-        text = read_text(path)
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        context = (f" ({err.context} at line {err.context_mark.line + 1})"
-                   if err.context and err.context_mark and err.problem else "")
-        raise ConfigError(f"YAML syntax error: {err.problem or err.context}{context}", file=name,
-                          line=mark.line + 1 if mark else None) from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"YAML error: {err}", file=name) from err
-    _refuse_duplicate_keys(node, name, [])
-    if not isinstance(data, dict):
+    return validate_node(compose(read_text(path) if text is None else text, name), model, name)
+
+
+def validate_node(node: yaml.Node | None, model: type[M], name: str) -> M:
+    """Validate a node tree as ``model``; the first error names file, line and key."""
+    if not isinstance(node, yaml.MappingNode):
         raise ConfigError("expected a mapping at the top level", file=name, line=1)
     try:
-        return model.model_validate(data)
+        return model.model_validate(construct(node))
     except ValidationError as err:
-        first = err.errors()[0]
-        line, keys = _line_of(node, tuple(first["loc"]))
+        errors = err.errors()
+        # an unknown key is usually the cause of a "missing" one (a typo): report it first
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+        file, line, key = locate(node, tuple(first["loc"]), name)
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "union_tag_invalid":
             message = f"'{first['ctx']['tag']}' is not one of {first['ctx']['expected_tags']}"
         elif first["type"] == "union_tag_not_found":
             message = "expected a mapping with exactly one key naming its kind"
         elif first["type"] == "extra_forbidden":
-            message = f"unknown key '{keys[-1] if keys else first['loc'][-1]}'"
+            message = f"unknown key '{str(first['loc'][-1])}'"
         more = len(err.errors()) - 1
         if more:
             message += f" (and {more} more error{'s' if more > 1 else ''})"
-        raise ConfigError(message, file=name, line=line, key=_join(keys) or None) from None
+        raise ConfigError(message, file=file, line=line, key=key) from None
 
 
 def to_ns(seconds: float) -> int:

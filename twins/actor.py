@@ -32,7 +32,8 @@ class DeviceTwin:
     """
 
     def __init__(self, device: str, model: str, params: Mapping[str, float] | None = None,
-                 level: MaturityLevel = "shadow", n_particles: int = 1000, seed: int = 0) -> None:
+                 level: MaturityLevel = "shadow", n_particles: int = 1000, seed: int = 0,
+                 rul_every_s: float | None = None) -> None:
         self.device, self.model_name, self.level = device, model, level
         self.model = models.get(model)(**dict(params or {}))
         self.filter = ParticleFilter(self.model, n_particles, seed)
@@ -40,6 +41,8 @@ class DeviceTwin:
         self.log: dict[str, list[float]] = {"t": []}
         self.incarnation = uuid.uuid4().hex
         self.seq = 0
+        self.rul_every_s = rul_every_s
+        self._rul_at: float | None = None
 
     def ready(self) -> str:
         """The incarnation id; answering at all means the model was built."""
@@ -51,6 +54,13 @@ class DeviceTwin:
         self.filter.update(t, self.inputs, _finite(signals, self.model.outputs))
         est = self.filter.estimate()
         est.update({f"innovation_{k}": v for k, v in self.filter.last_innovation.items()})
+        est.update({f"predicted_{k}": v for k, v in self.filter.last_prediction.items()})
+        if self.rul_every_s is not None:
+            due = self._rul_at is None or t - self._rul_at >= self.rul_every_s
+            rul = self.filter.predict_rul(self.inputs) if due else {}
+            if due:
+                self._rul_at = float(t)
+            est.update({k: rul.get(k) for k in ("rul_p05_s", "rul_p50_s", "rul_p95_s")})
         self.log["t"].append(float(t))
         for key, value in est.items():
             self.log.setdefault(key, []).append(value)

@@ -27,6 +27,7 @@ class ParticleFilter:
         self.w = xp.full(n_particles, 1.0 / n_particles)
         self.t: float | None = None
         self.last_innovation: dict[str, float] = {}
+        self.last_prediction: dict[str, float] = {}
 
     def _init(self, measured: Mapping[str, float]) -> None:
         m, xp = self.model, self.xp
@@ -50,13 +51,14 @@ class ParticleFilter:
         self.t = t
         predicted = m.output(self.x, inputs)
         loglik = xp.zeros(self.n)
-        self.last_innovation = {}
+        self.last_innovation, self.last_prediction = {}, {}
         for key, value in measured.items():
             if key not in predicted:
                 continue
             sigma = m.output_noise.get(key, 1.0)
             y = predicted[key]
-            self.last_innovation[key] = float((value - float((self.w * y).sum())) / sigma)
+            self.last_prediction[key] = float((self.w * y).sum())
+            self.last_innovation[key] = (value - self.last_prediction[key]) / sigma
             loglik = loglik - 0.5 * ((value - y) / sigma) ** 2
         w = self.w * xp.exp(loglik - loglik.max())
         self.w = w / w.sum()

@@ -27,6 +27,7 @@ class TwinSetup:
     params: dict[str, float]
     level: str
     particles: int
+    rul_every_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class TwinGroup:
         """Create every actor and wait until each has built its model."""
         for dev, s in self.setups.items():
             self.actors[dev] = TwinActor.options(name=self.actor_name(dev)).remote(
-                dev, s.model, s.params, s.level, s.particles)
+                dev, s.model, s.params, s.level, s.particles, rul_every_s=s.rul_every_s)
         for dev, actor in self.actors.items():
             try:
                 self._incarnation[dev] = ray.get(actor.ready.remote(), timeout=READY_TIMEOUT_S)

@@ -33,6 +33,7 @@ class ModbusDeviceServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._wedged = threading.Event()
 
     @property
     def address(self) -> str:
@@ -50,8 +51,23 @@ class ModbusDeviceServer:
             cursor = spec.reg + spec.width
         return blocks
 
+    def wedge(self) -> None:
+        """Stop answering requests (the connection stays open), like a hung device."""
+        self._wedged.set()
+
+    def unwedge(self) -> None:
+        """Answer requests again."""
+        self._wedged.clear()
+
+    @property
+    def wedged(self) -> bool:
+        """True while the server is not answering (an injected fault)."""
+        return self._wedged.is_set()
+
     async def _action(self, function_code: int, start_address: int, address: int, count: int,
                       registers: list[int], set_values: list[int] | list[bool] | None) -> ExcCodes | None:
+        while self._wedged.is_set() and not (self._stop and self._stop.is_set()):
+            await asyncio.sleep(0.01)
         with self.lock:
             if set_values:
                 for name, spec in self.signals.items():
@@ -82,7 +98,9 @@ class ModbusDeviceServer:
         await server.shutdown()
 
     def start(self, timeout: float = 5.0) -> None:
-        """Start serving; returns once the port is bound."""
+        """Start serving (again, on the same port after ``stop``); returns once the port is bound."""
+        self._ready.clear()
+        self._error = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._serve(),),
                                         name=f"modbus-emulator-{self.port}", daemon=True)

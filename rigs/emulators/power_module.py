@@ -61,6 +61,11 @@ class PowerModuleEmulator:
     def stop(self) -> None:
         self.server.stop()
 
+    def power_off(self) -> None:
+        """The supply is cut: no more load (the heatsink and fan physics carry on)."""
+        with self.lock:
+            self.values["power"] = 0.0
+
     def step(self, dt: float) -> None:
         """Advance the physics by ``dt`` seconds under the inputs now in the registers."""
         with self.lock:
