@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from twinloop.errors import LedgerError, TwinloopError
+from twinloop.errors import ConfigError, LedgerError, TwinloopError
 from twinloop.harness.pipeline import Pipeline
-from twinloop.harness.report import commit_report, run_report, verify_report
+from twinloop.harness.plan import Plan
+from twinloop.harness.html_report import write_html
+from twinloop.harness.record import RunRecord
+from twinloop.harness.report import STYLE, commit_report, run_report, verify_report
+from twinloop.harness.scenario import json_schema, load_points, load_scenario
 from twinloop.harness.runner import sigterm_interrupts
 from twinloop.harness.services import DEFAULT_HOME, ServiceOptions, Services
 
@@ -32,32 +39,113 @@ def _services(args: argparse.Namespace) -> Services:
                                    chain_url=args.chain_url, contract=args.contract))
 
 
+def _point(items: list[str]) -> dict[str, str] | None:
+    point = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ConfigError(f"--point {item!r}: expected NAME=VALUE, e.g. --point 'load=30 W'")
+        point[key.strip()] = value.strip()
+    return point or None
+
+
+def _prompter(console: Console) -> Callable[[str], None]:
+    def ask(message: str) -> None:
+        console.input(f"[bold yellow]operator:[/] {message} [dim](Enter when done)[/] ")
+    return ask
+
+
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    plan = Pipeline.plan(args.scenario, args.rig)  # a bad file stops here: nothing starts
-    sc, src = plan.source.scenario, plan.source
-    console.print(f"scenario  {sc.scenario} ({src.path}, sha256 {src.sha256[:12]})")
-    console.print(f"rig       {plan.rig.profile.rig} ({plan.clock_kind} clock), DUT {sc.dut.id} {sc.dut.version}")
+    interactive = sys.stdin.isatty()
+    point = _point(args.point)
+    sources = load_points(args.scenario)
+    if point:
+        sources = [load_scenario(args.scenario, point)]
+    # every point is planned before anything starts: a bad file stops here, nothing is recorded
+    plans = [Pipeline.plan(src, args.rig, interactive=interactive, dut_version=args.dut_version)
+             for src in sources]
+    out = Console(stderr=True) if args.json else console
+    results, interrupted = [], False
     with _services(args) as services:
         pipeline = Pipeline(services)
+        for plan in plans:
+            result = _run_one(args, out, pipeline, plan, services.home)
+            results.append(result)
+            if result["interrupted"]:
+                interrupted = True
+                break
+    if args.json:
+        console.print_json(json.dumps({"runs": results}))
+    elif len(results) > 1:
+        for r in results:
+            console.print(f"[{STYLE[r['outcome']]}]{r['outcome'].upper():5}[/] {escape(r['id'])}  {r['run_id']}",
+                          soft_wrap=True)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return max(EXIT[r["outcome"]] for r in results)
+
+
+def _run_one(args: argparse.Namespace, console: Console, pipeline: Pipeline, plan: Plan,
+             home: Path) -> dict[str, Any]:
+    """Run, report, commit and write the HTML report of one scenario point."""
+    sc, src = plan.source.scenario, plan.source
+    quiet = args.quiet
+    if not quiet:
+        console.print(f"scenario  {escape(src.id)} ({src.path}, sha256 {src.sha256[:12]})")
+        console.print(f"rig       {plan.rig.profile.rig} ({plan.clock_kind} clock), "
+                      f"DUT {sc.dut.id} {plan.dut_version or sc.dut.version}")
         with console.status("starting Ray (local, 127.0.0.1) and the ledger"):
             pipeline.prepare(plan)
-        console.print(f"running   {sc.duration():g} s of scenario time; Ctrl-C stops it through the safe state")
-        with Progress(TextColumn("running"), BarColumn(), TextColumn("{task.fields[now]}"),
-                      TimeElapsedColumn(), console=console, transient=True) as bar:
-            task = bar.add_task("run", total=sc.duration(), now="")
-            record = pipeline.run(plan, progress=lambda t, total: bar.update(
-                task, completed=t, now=f"{t:.0f}/{total:.0f} s"))
+        console.print(f"running   up to {sc.duration():g} s of scenario time; Ctrl-C stops it through the "
+                      "safe state")
+    with Progress(TextColumn("running"), BarColumn(), TextColumn("{task.fields[now]}"),
+                  TimeElapsedColumn(), console=console, transient=True, disable=quiet) as bar:
+        task = bar.add_task("run", total=sc.duration(), now="")
+        record = pipeline.run(plan, progress=lambda t, total: bar.update(
+            task, completed=t, now=f"{t:.0f}/{total:.0f} s"), prompter=_prompter(console))
+    if not quiet:
         run_report(console, record)
-        try:
-            with console.status("committing to IPFS and the chain"):
-                committed = pipeline.commit(record)
-        except LedgerError:
-            commit_report(console, record, None)
-            raise
+    try:
+        committed = pipeline.commit(record)
+    except LedgerError:
+        commit_report(console, record, None)
+        raise
+    report = write_html(record, home / "reports" / f"{record.run_id}.html",
+                        {"cid": committed.cid, "tx": committed.tx_hash})
+    if quiet:
+        console.print(f"{record.outcome.upper():5} {src.id} run {record.run_id} bundle {committed.cid}",
+                      highlight=False, markup=False, soft_wrap=True)
+    else:
         commit_report(console, record, committed)
-    if any(e.kind == "interrupted" for e in record.events):
-        return EXIT_INTERRUPTED
-    return EXIT[record.outcome]
+        console.print(f"report    {report}")
+    return {"id": src.id, "scenario": sc.scenario, "point": src.point, "run_id": record.run_id,
+            "outcome": record.outcome, "error": record.error, "bundle_cid": committed.cid,
+            "tx": committed.tx_hash, "report": str(report),
+            "interrupted": any(e.kind == "interrupted" for e in record.events),
+            "verdicts": [v.model_dump(mode="json", include={"name", "kind", "outcome", "value", "unit",
+                                                             "limit", "marginal", "detail"})
+                         for v in record.verdicts]}
+
+
+def cmd_schema(args: argparse.Namespace, console: Console) -> int:
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    committed = None
+    if Path(args.run).is_file():
+        record = RunRecord.from_bytes(Path(args.run).read_bytes())
+        home = args.home
+    else:
+        with _services(args) as services:
+            entry = services.ledger.get(args.run)
+            record = RunRecord.from_bytes(services.ipfs.cat(entry.bundle_cid))
+            committed = {"cid": entry.bundle_cid, "tx": "see the chain's RunRecorded event"}
+            home = services.home
+    path = write_html(record, args.output or Path(home) / "reports" / f"{record.run_id}.html", committed)
+    console.print(str(path))
+    return 0
 
 
 def cmd_verify(args: argparse.Namespace, console: Console) -> int:
@@ -70,11 +158,23 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="twinloop", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a scenario, judge it, commit it to the ledger")
+    run = sub.add_parser("run", help="run a scenario (every matrix point), judge it, commit it to the ledger")
     run.add_argument("scenario", type=Path, help="scenario YAML file")
     run.add_argument("--rig", type=Path, help="rig profile YAML (default: emulated devices on 127.0.0.1)")
+    run.add_argument("--point", action="append", default=[], metavar="NAME=VALUE",
+                     help="run only the matrix point with these parameter values (repeatable)")
+    run.add_argument("--dut-version", help="record the run against this DUT version instead of dut.version")
+    run.add_argument("--json", action="store_true", help="print one JSON object with every run on stdout")
+    run.add_argument("--quiet", action="store_true", help="one line per run, no progress or tables")
     _service_args(run)
     run.set_defaults(func=cmd_run)
+    schema = sub.add_parser("schema", help="print the scenario files' JSON Schema (for editors)")
+    schema.set_defaults(func=cmd_schema)
+    rep = sub.add_parser("report", help="write the HTML report of a recorded run")
+    rep.add_argument("run", help="a run id (fetched from the ledger) or a bundle JSON file")
+    rep.add_argument("-o", "--output", type=Path, help="where to write it (default: HOME/reports/RUN_ID.html)")
+    _service_args(rep)
+    rep.set_defaults(func=cmd_report)
     ver = sub.add_parser("verify", help="check a recorded run against the chain and its bundle")
     ver.add_argument("run_id", help="the run id printed by 'twinloop run'")
     which = ver.add_mutually_exclusive_group()

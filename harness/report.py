@@ -11,7 +11,8 @@ from twinloop.harness.verify import Verification
 
 STYLE = {"pass": "bold green", "fail": "bold red", "error": "bold magenta",
          "ok": "green", "failed": "bold red", "skipped": "yellow"}
-NOTABLE = ("overrun", "safe_state", "twin_error", "twin_restarted", "interrupted", "error")
+NOTABLE = ("fault", "until", "power", "reconnect", "prompt", "mark", "retry", "transport_error", "overrun",
+           "safe_state", "twin_error", "twin_restarted", "interrupted", "error")
 
 
 def duration(seconds: float | None) -> str:
@@ -38,7 +39,8 @@ def run_report(console: Console, record: RunRecord) -> None:
         outcome = f"[{STYLE[v.outcome]}]{v.outcome}[/]" + (" [yellow](marginal)[/]" if v.marginal else "")
         if v.invalid:
             outcome += f" [yellow]({v.invalid} non-finite)[/]"
-        table.add_row(v.name, value, f"{v.limit} {v.unit}", outcome)
+        limit = f"{v.limit} {v.unit}" if v.kind in ("bounds", "tolerance") else v.limit
+        table.add_row(v.name, value, limit, outcome)
     console.print(table)
     if record.twins:
         twins = Table(title="Twins", title_justify="left")

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import os
+import tempfile
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, IO
 
-from twinloop.errors import TwinloopError
+from twinloop.errors import TransportInitError, TwinloopError
 from twinloop.rigs.transport import SignalSpec, Transport
 
 
@@ -32,11 +38,57 @@ class SafeStateResult:
     error: str | None = None
 
 
+#: One lock file per physical device address, shared by every twinloop process of this user
+#: (pytest-xdist workers included), so two runs never drive the same device at once.
+LOCK_DIR = Path(tempfile.gettempdir()) / f"twinloop-device-locks-{os.getuid()}"
+
+
+class DeviceLock:
+    """An exclusive lock on one device address (``flock``: released if the holder dies)."""
+
+    def __init__(self, device: str, address: str, wait_s: float) -> None:
+        self.device, self.address, self.wait_s = device, address, wait_s
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, waiting up to ``wait_s``; a TransportInitError names the holder after that."""
+        LOCK_DIR.mkdir(mode=0o700, exist_ok=True)
+        path = LOCK_DIR / (hashlib.sha256(self.address.encode()).hexdigest()[:32] + ".lock")
+        f = open(path, "a+", encoding="utf-8")
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    f.seek(0)
+                    holder = f.read().strip() or "another process"
+                    f.close()
+                    raise TransportInitError(
+                        f"device '{self.device}' at {self.address} is in use by {holder}; waited "
+                        f"{self.wait_s:g} s") from None
+                time.sleep(0.05)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        self._file = f
+
+    def release(self) -> None:
+        """Give the lock back; safe to call twice."""
+        if self._file is not None:
+            self._file.close()  # closing the descriptor drops the flock
+            self._file = None
+
+
 class Rig:
     """A live rig: ``transports`` by device name; emulators step with ``advance``."""
 
-    def __init__(self, devices: dict[str, DeviceSetup]) -> None:
+    def __init__(self, devices: dict[str, DeviceSetup], lock_wait_s: float = 60.0) -> None:
         self.devices = devices
+        self.lock_wait_s = lock_wait_s
+        self.locks: list[DeviceLock] = []
         self.transports: dict[str, Transport] = {}
         self.emulators: dict[str, Any] = {}
         self.fault_timers: dict[str, float] = {}  # device -> seconds left of a timed fault
@@ -46,6 +98,10 @@ class Rig:
         try:
             for name, setup in self.devices.items():
                 address = setup.address
+                if address is not None:
+                    lock = DeviceLock(name, address, self.lock_wait_s)
+                    lock.acquire()
+                    self.locks.append(lock)
                 if setup.emulator is not None:
                     emulator = setup.emulator(**setup.emulator_params)
                     self.emulators[name] = emulator.start()
@@ -126,6 +182,9 @@ class Rig:
             emulator.stop()
         self.transports.clear()
         self.emulators.clear()
+        for lock in self.locks:
+            lock.release()
+        self.locks.clear()
 
     def __enter__(self) -> "Rig":
         return self.open()

@@ -159,6 +159,8 @@ def validate_node(node: yaml.Node | None, model: type[M], name: str) -> M:
             message = f"'{first['ctx']['tag']}' is not one of {first['ctx']['expected_tags']}"
         elif first["type"] == "union_tag_not_found":
             message = "expected a mapping with exactly one key naming its kind"
+        elif first["type"] == "missing":
+            message = f"missing required key '{first['loc'][-1]}'"
         elif first["type"] == "extra_forbidden":
             message = f"unknown key '{str(first['loc'][-1])}'"
         more = len(err.errors()) - 1
