@@ -195,11 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         with sigterm_interrupts():
             return args.func(args, console)
     except TwinloopError as err:
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         return 2
     except OSError as err:
         where = f" ({err.filename})" if err.filename else ""
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {err.strerror or err}{where}",
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(err.strerror or err))}{escape(where)}",
                                                    highlight=False)
         return 2
     except KeyboardInterrupt:

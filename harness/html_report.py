@@ -14,6 +14,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
+from twinloop.harness.judge import seconds_text
 from twinloop.harness.record import RunRecord
 
 COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "error": "#8250df"}
@@ -143,11 +144,11 @@ def render_html(record: RunRecord, committed: dict[str, str] | None = None) -> s
     marginal = any(v.marginal for v in record.verdicts)
     verdicts = _table(["expectation", "kind", "outcome", "value", "limit", "detail"], [
         [e(v.name), e(v.kind), f'<b style="color:{COLOURS[v.outcome]}">{v.outcome}</b>'
-         + (" (marginal)" if v.marginal else ""), "-" if v.value is None else f"{v.value:.4g} {e(v.unit)}",
+         + (" (marginal)" if v.marginal else ""), "-" if v.value is None else seconds_text(v.value) if v.unit == "s" else f"{v.value:.4g} {e(v.unit)}",
          e(f"{v.limit} {v.unit}" if v.kind in ("bounds", "tolerance") else v.limit), e(v.detail)]
         for v in record.verdicts])
-    events = _table(["t (s)", "kind", "device", "detail"], [
-        [f"{ev.t:g}", e(ev.kind), e(ev.device or ""), e(" ".join(p for p in (ev.note, ev.message) if p))]
+    events = _table(["t", "kind", "device", "detail"], [
+        [seconds_text(ev.t), e(ev.kind), e(ev.device or ""), e(" ".join(p for p in (ev.note, ev.message) if p))]
         for ev in record.events if ev.kind not in ("wait", "twin_estimate")])
     facts = [("scenario", f"{record.scenario.name} ({record.scenario.path})"),
              ("matrix point", ", ".join(f"{k}={v}" for k, v in (record.scenario.point or {}).items()) or "-"),

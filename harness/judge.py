@@ -122,6 +122,16 @@ def _fmt(x: float | None) -> str:
     return "none" if x is None else f"{x:g}"
 
 
+def seconds_text(x: float | None) -> str:
+    """A duration for people: ``90 s``, ``5 min``, ``36 h``, ``65.1 d``."""
+    if x is None:
+        return "none"
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if abs(x) >= 2 * size:
+            return f"{x / size:.3g} {unit}"
+    return f"{x:.3g} s"
+
+
 def _bounds(m: Measure, ts: list[float], raw: list[float | None]) -> dict[str, Any]:
     column = [v for v in raw if v is not None]
     low, high = min(column), max(column)
@@ -205,12 +215,12 @@ def _lead_time(m: Measure, ts: list[float], raw: list[float | None], run: _Run) 
                     if r is not None and t <= fail_t and r < m.rul_below), None)  # type: ignore[operator]
     if alarm_t is None:
         return dict(outcome="fail", value=0.0, detail=f"the twin's RUL {m.quantile} never fell below "
-                    f"{m.rul_below:g} s before the failure at {fail_t:g} s")
+                    f"{seconds_text(m.rul_below)} before the failure at {seconds_text(fail_t)}")
     lead = fail_t - alarm_t
     ok = lead >= m.at_least  # type: ignore[operator]
     return dict(outcome="pass" if ok else "fail", value=lead,
-                detail=f"alarm at {alarm_t:g} s, failure at {fail_t:g} s: {lead / 3600:.3g} h ahead"
-                + ("" if ok else f" < {m.at_least / 3600:.3g} h"))  # type: ignore[operator]
+                detail=f"alarm at {seconds_text(alarm_t)}, failure at {seconds_text(fail_t)}: "
+                f"{seconds_text(lead)} ahead" + ("" if ok else f" < {seconds_text(m.at_least)}"))
 
 
 def _settle(m: Measure, ts: list[float], raw: list[float | None], run: _Run) -> dict[str, Any]:
@@ -245,9 +255,10 @@ _LIMIT: dict[str, Callable[[Measure], str]] = {
     "bounds": lambda m: " and ".join(p for p in (f">= {_fmt(m.min)}" if m.min is not None else "",
                                                  f"<= {_fmt(m.max)}" if m.max is not None else "") if p),
     "tolerance": lambda m: f"|measured - twin| <= {_fmt(m.within)}",
-    "deadline": lambda m: f"<= {_fmt(m.within)} s after {m.after}" if m.within is not None else f"after {m.after}",
-    "lead_time": lambda m: f">= {_fmt(m.at_least)} s",
-    "settle": lambda m: f"<= {_fmt(m.within)} s into {_fmt(m.to)} ± {_fmt(m.band)}",
+    "deadline": lambda m: (f"<= {seconds_text(m.within)} after {m.after}" if m.within is not None
+                           else f"after {m.after}"),
+    "lead_time": lambda m: f">= {seconds_text(m.at_least)} ahead",
+    "settle": lambda m: f"<= {seconds_text(m.within)} into {_fmt(m.to)} ± {_fmt(m.band)}",
 }
 
 

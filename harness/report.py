@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from twinloop.harness.commit import Committed
+from twinloop.harness.judge import seconds_text
 from twinloop.harness.record import RunRecord
 from twinloop.harness.verify import Verification
 
@@ -35,12 +37,13 @@ def run_report(console: Console, record: RunRecord) -> None:
     for col in ("name", "worst value", "limit", "outcome"):
         table.add_column(col)
     for v in record.verdicts:
-        value = "-" if v.value is None else f"{v.value:.2f} {v.unit}"
+        value = ("-" if v.value is None else seconds_text(v.value) if v.unit == "s"
+                 else f"{v.value:.2f} {v.unit}")
         outcome = f"[{STYLE[v.outcome]}]{v.outcome}[/]" + (" [yellow](marginal)[/]" if v.marginal else "")
         if v.invalid:
             outcome += f" [yellow]({v.invalid} non-finite)[/]"
         limit = f"{v.limit} {v.unit}" if v.kind in ("bounds", "tolerance") else v.limit
-        table.add_row(v.name, value, limit, outcome)
+        table.add_row(escape(v.name), escape(value), escape(limit), outcome)
     console.print(table)
     if record.twins:
         twins = Table(title="Twins", title_justify="left")
@@ -62,10 +65,10 @@ def run_report(console: Console, record: RunRecord) -> None:
             detail = e.message or e.note
             if e.kind == "safe_state" and e.data.get("values"):
                 detail = f"{e.note}: " + ", ".join(f"{k}={v:g}" for k, v in e.data["values"].items())
-            events.add_row(f"{e.t:g}", e.kind, e.device or "", detail)
+            events.add_row(f"{e.t:g}", e.kind, escape(e.device or ""), escape(detail))
         console.print(events)
     if record.error:
-        console.print(f"[bold magenta]error:[/] {record.error}")
+        console.print(f"[bold magenta]error:[/] {escape(record.error)}")
 
 
 def commit_report(console: Console, record: RunRecord, committed: Committed | None) -> None:
@@ -83,7 +86,7 @@ def verify_report(console: Console, v: Verification) -> None:
     for col in ("check", "status", "detail"):
         table.add_column(col)
     for c in v.checks:
-        table.add_row(c.name, f"[{STYLE[c.status]}]{c.status}[/]", c.detail)
+        table.add_row(c.name, f"[{STYLE[c.status]}]{c.status}[/]", escape(c.detail))
     console.print(table)
     if v.entry:
         console.print(f"chain verdict {v.entry.verdict}, bundle {v.entry.bundle_cid}, "

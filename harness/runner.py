@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 from twinloop.config import to_ns
 from twinloop.errors import TransportError, TwinError, TwinloopError
 from twinloop.harness.clock import NS, Clock, RealClock, SimulatedClock
-from twinloop.harness.judge import JUDGE_VERSION, judge_all, overall
+from twinloop.harness.judge import JUDGE_VERSION, judge_all, overall, seconds_text
 from twinloop.harness.plan import Action, Plan
 from twinloop.harness.record import (Calls, DutInfo, Event, RigInfo, RunRecord, Samples, ScenarioInfo,
                                      TwinResult)
@@ -221,8 +221,8 @@ class _Run:
         t0 = self.t_ns
         ok = met() or self.wait(to_ns(a.timeout), stop_when=met)
         event = Event(t=t0 / NS, kind="until", device=a.device, signal=a.signal,
-                      message=f"{what} {limit}: " + (f"held after {(self.t_ns - t0) / NS:g} s" if ok
-                                                     else f"timed out after {a.timeout:g} s"),
+                      message=f"{what} {limit}: " + (f"held after {seconds_text((self.t_ns - t0) / NS)}" if ok
+                                                     else f"timed out after {seconds_text(a.timeout)}"),
                       data={"met": ok})
         if not ok and a.on_timeout == "error":
             raise StepError(f"step {a.index + 1} (until {what} {limit}) timed out after {a.timeout:g} s")
