@@ -16,6 +16,7 @@ from twinloop.errors import ConfigError, LedgerError, TwinloopError
 from twinloop.harness.pipeline import Pipeline
 from twinloop.harness.plan import Plan
 from twinloop.harness.html_report import write_html
+from twinloop.harness.judge import seconds_text
 from twinloop.harness.record import RunRecord
 from twinloop.harness.report import STYLE, commit_report, run_report, verify_report
 from twinloop.harness.scenario import json_schema, load_points, load_scenario
@@ -96,8 +97,8 @@ def _run_one(args: argparse.Namespace, console: Console, pipeline: Pipeline, pla
                       f"DUT {sc.dut.id} {plan.dut_version or sc.dut.version}")
         with console.status("starting Ray (local, 127.0.0.1) and the ledger"):
             pipeline.prepare(plan)
-        console.print(f"running   up to {sc.duration():g} s of scenario time; Ctrl-C stops it through the "
-                      "safe state")
+        console.print(f"running   up to {seconds_text(sc.duration())} of scenario time; Ctrl-C stops it "
+                      "through the safe state")
     with Progress(TextColumn("running"), BarColumn(), TextColumn("{task.fields[now]}"),
                   TimeElapsedColumn(), console=console, transient=True, disable=quiet) as bar:
         task = bar.add_task("run", total=sc.duration(), now="")

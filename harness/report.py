@@ -59,13 +59,13 @@ def run_report(console: Console, record: RunRecord) -> None:
     notable = [e for e in record.events if e.kind in NOTABLE]
     if notable:
         events = Table(title="Events", title_justify="left")
-        for col in ("t (s)", "kind", "device", "detail"):
+        for col in ("t", "kind", "device", "detail"):
             events.add_column(col)
         for e in notable:
             detail = e.message or e.note
             if e.kind == "safe_state" and e.data.get("values"):
                 detail = f"{e.note}: " + ", ".join(f"{k}={v:g}" for k, v in e.data["values"].items())
-            events.add_row(f"{e.t:g}", e.kind, escape(e.device or ""), escape(detail))
+            events.add_row(seconds_text(e.t), e.kind, escape(e.device or ""), escape(detail))
         console.print(events)
     if record.error:
         console.print(f"[bold magenta]error:[/] {escape(record.error)}")
