@@ -1,0 +1,3 @@
+"""Test-suite set-up: pytester for tests that run pytest itself."""
+
+pytest_plugins = ["pytester"]
