@@ -122,3 +122,15 @@ def test_pytest_collects_matrix_points_skips_hardware_and_writes_measurements_to
     assert props["junction_temperature.unit"] == "degC" and props["junction_temperature.limit"] == "<= 125"
     assert float(props["junction_temperature.value"]) > 100
     assert cases["bench_only"].find("skipped") is not None
+
+
+def test_until_on_a_twin_estimate_and_a_failing_timeout(twinloop_ray: Services) -> None:
+    text = (ROOT / "scenarios" / "smoke.yaml").read_text().replace(
+        "  - wait: 5 min\n  - fault", "  - until: {twin: module, estimate: temperature, above: 60, timeout: 5 min}\n"
+        "  - until: {signal: module.temperature, above: 500 degC, timeout: 30 s, on_timeout: fail}\n  - fault")
+    record = execute(plan(parse_scenario("until.yaml", text)))
+    untils = [e for e in record.events if e.kind == "until"]
+    assert untils[0].data == {"met": True, "step": 1, "duration_s": untils[0].data["duration_s"]}
+    assert 0 < untils[0].data["duration_s"] < 300
+    assert untils[1].data["failed"] is True and "timed out after 30 s" in untils[1].message
+    assert record.outcome == "fail" and not any(e.kind == "fault" for e in record.events)  # stopped there
