@@ -19,7 +19,8 @@ from twinloop.harness.scenario import (FaultStep, MarkStep, PowerStep, PromptSte
                                        ReconnectStep, SampleStep, ScenarioSource, SetStep, TwinSpec,
                                        UntilStep, WaitStep, load_scenario)
 from twinloop.rigs.profile import DeviceBinding, RigSource, emulated_rig, load_rig
-from twinloop.rigs.registry import emulators, transport_class
+from twinloop.rigs.emulators.base import EmulatorKind
+from twinloop.rigs.registry import emulator_kind, transport_class
 from twinloop.rigs.rig import DeviceSetup
 from twinloop.rigs.transport import SignalSpec
 from twinloop.twins.registry import models
@@ -101,17 +102,18 @@ class _Where:
         raise_at(Path(self.rig.path), self.rig.text, ("devices", device, *loc), message)
 
 
-def _emulator(where: _Where, name: str, binding: DeviceBinding) -> type:
+def _emulator(where: _Where, name: str, binding: DeviceBinding) -> EmulatorKind:
     try:
-        cls = emulators.get(binding.emulator)
+        kind = emulator_kind(binding.emulator, binding.protocol)
     except TwinloopError as err:
-        where.rig_device(name, ("emulator",), str(err))
+        key = "protocol" if "protocol" in str(err) else "emulator"
+        where.rig_device(name, (key,), str(err))
     try:
-        inspect.signature(cls).bind(**binding.params)
-        cls(**binding.params)  # builds the physics and server objects; starts nothing
+        inspect.signature(kind.device).bind(**binding.params)
+        kind.check(**binding.params)  # builds the physics; starts nothing
     except (TypeError, ValueError, TwinloopError) as err:
         where.rig_device(name, ("params",), f"emulator '{binding.emulator}': {err}")
-    return cls
+    return kind
 
 
 def _device(where: _Where, name: str, binding: DeviceBinding, wanted: set[str] | None,
@@ -215,18 +217,27 @@ def _actions(where: _Where, devices: dict[str, DevicePlan], interactive: bool) -
                               note=w.note))
         elif isinstance(step, FaultStep):
             f = step.fault
-            if f.signal is not None:
+            if f.kind is None:
                 dev, name, u = _signal(where, devices, (*loc, "fault", "signal"), f.signal, write=True)
                 out.append(Action(i, "fault", dev, name, _value(where, (*loc, "fault", "value"), f.value, u,
                                                                   f.unit), note=f.note))
             else:
-                emulator = devices[f.device].setup.emulator
-                kinds = getattr(emulator, "faults", ("wedge",)) if emulator else ()
+                device, signal, value = f.device, None, None
+                if f.signal is not None:
+                    device, signal, u = _signal(where, devices, (*loc, "fault", "signal"), f.signal)
+                    if f.value is not None:
+                        value = (_value(where, (*loc, "fault", "value"), f.value, u, f.unit) if f.kind == "stuck"
+                                 else units.convert_delta(f.value, u, f.unit or u))
+                emulator = devices[device].setup.emulator
+                kinds = emulator.faults if emulator else ()
                 if f.kind not in kinds:
-                    where.scenario((*loc, "fault", "kind"), f"device '{f.device}' on rig "
+                    where.scenario((*loc, "fault", "kind"), f"device '{device}' on rig "
                                    f"'{where.rig.profile.rig}' cannot inject fault '{f.kind}'; it can: "
                                    f"{', '.join(kinds) or 'none (only emulated devices inject faults here)'}")
-                out.append(Action(i, "fault", f.device, fault_kind=f.kind, duration=f.duration, note=f.note))
+                if f.kind in ("stuck", "noise") and signal is None:
+                    where.scenario((*loc, "fault"), f"fault '{f.kind}' needs the 'signal' it applies to")
+                out.append(Action(i, "fault", device, signal, value, fault_kind=f.kind, duration=f.duration,
+                                  note=f.note))
         elif isinstance(step, WaitStep):
             out.append(Action(i, "wait", over=step.wait))
         elif isinstance(step, RampStep):

@@ -185,9 +185,9 @@ class _Run:
         if a.fault_kind is None:
             self.write(dev, a.signal, a.value)
             return Event(t=self.t, kind="fault", device=dev, signal=a.signal, value=a.value, note=a.note)
-        self.rig.inject(dev, a.fault_kind, a.duration)
-        return Event(t=self.t, kind="fault", device=dev, note=a.note,
-                     data={"kind": a.fault_kind, "duration_s": a.duration})
+        self.rig.inject(dev, a.fault_kind, a.duration, a.signal, a.value)
+        return Event(t=self.t, kind="fault", device=dev, signal=a.signal, value=a.value, note=a.note,
+                     data={"kind": a.fault_kind, "for_s": a.duration})
 
     def do_ramp(self, a: Action) -> Event:
         start = a.start if a.start is not None else self.read(a.device, [a.signal])[a.signal]

@@ -98,7 +98,12 @@ class Write(Strict):
 
 
 class Fault(Strict):
-    """A fault: a value forced onto a signal, or a ``kind`` the rig injects (e.g. ``wedge``)."""
+    """A fault: a value forced onto a signal, or a ``kind`` the rig injects.
+
+    Emulated devices offer ``wedge`` (the device stops answering, connection
+    kept), ``stuck`` (a sensor keeps reporting ``value``, default its present
+    reading) and ``noise`` (extra sensor noise of standard deviation ``value``).
+    """
 
     signal: str | None = None
     value: Value | None = None
@@ -110,13 +115,13 @@ class Fault(Strict):
 
     @model_validator(mode="after")
     def _one_of(self) -> "Fault":
-        if (self.signal is None) == (self.kind is None):
-            raise ValueError("give either 'signal' and 'value' (force a value) or 'device' and 'kind' "
-                             "(a fault the rig injects)")
-        if self.signal is not None and self.value is None:
-            raise ValueError("a fault on a signal needs a 'value'")
-        if self.kind is not None and self.device is None:
-            raise ValueError("a fault of a kind needs the 'device' it applies to")
+        if self.kind is None and (self.signal is None or self.value is None):
+            raise ValueError("give 'signal' and 'value' (force a value), or a 'kind' the rig injects "
+                             "with its 'device' or 'signal'")
+        if self.kind is not None and self.device is None and self.signal is None:
+            raise ValueError(f"fault '{self.kind}' needs the 'device' or 'signal' it applies to")
+        if self.device is not None and self.signal is not None:
+            raise ValueError("give 'device' or 'signal', not both (a signal names its device)")
         return self
 
 

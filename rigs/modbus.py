@@ -15,6 +15,9 @@ from twinloop.errors import (ConfigError, TransportInitError, TransportOperation
                              TransportTimeoutError)
 
 DataType = ModbusTcpClient.DATATYPE
+RANGES: dict[str, tuple[float, float]] = {"int16": (-2**15, 2**15 - 1), "uint16": (0, 2**16 - 1),
+                                          "int32": (-2**31, 2**31 - 1), "uint32": (0, 2**32 - 1),
+                                          "float32": (-3.4028234e38, 3.4028234e38)}
 TYPES: dict[str, DataType] = {"int16": DataType.INT16, "uint16": DataType.UINT16,
                               "int32": DataType.INT32, "uint32": DataType.UINT32,
                               "float32": DataType.FLOAT32}
@@ -38,9 +41,26 @@ class ModbusSignal(SignalSpec):
         """Registers the value spans."""
         return TYPES[self.type].value[1]
 
-    def encode(self, raw: float) -> list[int]:
-        """Raw value -> register words (big-endian word order)."""
+    @property
+    def raw_range(self) -> tuple[float, float]:
+        """The smallest and largest raw value the register type holds."""
+        return RANGES[self.type]
+
+    def encode(self, raw: float, saturate: bool = False) -> list[int]:
+        """Raw value -> register words (big-endian word order).
+
+        A value the type cannot hold raises ValueError saying so, or with
+        ``saturate`` is clipped to the type's range (a device's firmware view).
+        """
+        low, high = self.raw_range
         value = raw if self.type == "float32" else int(round(raw))
+        if not low <= value <= high:
+            if not saturate:
+                units = (low * self.scale + self.offset, high * self.scale + self.offset)
+                raise ValueError(f"{raw * self.scale + self.offset:g} {self.unit} is outside what a {self.type} "
+                                 f"register with scale {self.scale:g} holds ({min(units):g}..{max(units):g} "
+                                 f"{self.unit})")
+            value = min(max(value, low), high)
         return ModbusTcpClient.convert_to_registers(value, TYPES[self.type])
 
     def decode(self, words: list[int]) -> float:
@@ -118,6 +138,9 @@ class ModbusTcpTransport(Transport):
     def _write(self, name: str, spec: ModbusSignal, raw: float) -> None:
         if spec.table != "holding":
             raise TransportOperationError(f"{self._where()}: '{name}' is an input register (read-only)")
-        words = spec.encode(raw)
+        try:
+            words = spec.encode(raw)
+        except ValueError as err:
+            raise TransportOperationError(f"{self._where()}: cannot write {name}: {err}") from None
         self._call(f"write {name} at register {spec.reg}", self.client.write_registers,
                    spec.reg, words)

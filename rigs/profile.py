@@ -21,6 +21,7 @@ class DeviceBinding(Strict):
 
     address: str | None = None
     emulator: str | None = None
+    protocol: str = "modbus"
     params: dict[str, float] = Field(default_factory=dict)
     signals: dict[str, dict[str, Any]] = Field(default_factory=dict)
     safe_state: dict[str, float] = Field(default_factory=dict)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from twinloop.rigs.transport import Transport
 from twinloop.errors import TransportUnavailableError
 from twinloop.registry import Registry
+
+if TYPE_CHECKING:
+    from twinloop.rigs.emulators.base import EmulatorKind
 
 transports: Registry[type[Transport]] = Registry(
     "transport", "twinloop.transports",
@@ -14,11 +17,26 @@ transports: Registry[type[Transport]] = Registry(
     error=TransportUnavailableError,
 )
 
+#: Emulated devices (protocol-free physics) by device type.
 emulators: Registry[type] = Registry(
     "device emulator", "twinloop.emulators",
-    {"power_module": "twinloop.rigs.emulators.power_module:PowerModuleEmulator"},
+    {"power_module": "twinloop.rigs.emulators.power_module:PowerModuleDevice"},
     error=TransportUnavailableError,
 )
+
+#: Protocol servers that put an emulated device on 127.0.0.1, by protocol name.
+protocols: Registry[type] = Registry(
+    "emulator protocol", "twinloop.protocols",
+    {"modbus": "twinloop.rigs.emulators.modbus_server:ModbusDeviceServer"},
+    error=TransportUnavailableError,
+)
+
+
+def emulator_kind(device_type: str, protocol: str = "modbus") -> "EmulatorKind":
+    """The device type ``device_type`` served over ``protocol``."""
+    from twinloop.rigs.emulators.base import EmulatorKind
+
+    return EmulatorKind(emulators.get(device_type), protocols.get(protocol))
 
 
 def transport_class(device: str, address: str) -> type[Transport]:

@@ -91,7 +91,7 @@ class Rig:
         self.locks: list[DeviceLock] = []
         self.transports: dict[str, Transport] = {}
         self.emulators: dict[str, Any] = {}
-        self.fault_timers: dict[str, float] = {}  # device -> seconds left of a timed fault
+        self.fault_timers: dict[tuple[str, str, str | None], float] = {}  # (device, kind, signal) -> s left
 
     def open(self) -> "Rig":
         """Start emulators and open every transport; on failure closes what opened."""
@@ -103,7 +103,7 @@ class Rig:
                     lock.acquire()
                     self.locks.append(lock)
                 if setup.emulator is not None:
-                    emulator = setup.emulator(**setup.emulator_params)
+                    emulator = setup.emulator.build(**setup.emulator_params)
                     self.emulators[name] = emulator.start()
                     address = emulator.address
                 transport = setup.transport(name, address, setup.signals, timeout=setup.timeout)
@@ -118,11 +118,11 @@ class Rig:
         """Step every emulator's physics by ``dt`` seconds, and end timed faults that ran out."""
         for emulator in self.emulators.values():
             emulator.step(dt)
-        for device in list(self.fault_timers):
-            self.fault_timers[device] -= dt
-            if self.fault_timers[device] <= 0:
-                del self.fault_timers[device]
-                self._server(device).unwedge()
+        for key in list(self.fault_timers):
+            self.fault_timers[key] -= dt
+            if self.fault_timers[key] <= 0:
+                del self.fault_timers[key]
+                self.end_fault(*key)
 
     def _server(self, device: str) -> Any:
         server = getattr(self.emulators.get(device), "server", None)
@@ -131,17 +131,31 @@ class Rig:
                                 "or switch power")
         return server
 
-    def inject(self, device: str, kind: str, duration: float | None = None) -> None:
-        """Inject fault ``kind`` into an emulated device, for ``duration`` seconds (None: until the end).
+    def inject(self, device: str, kind: str, duration: float | None = None, signal: str | None = None,
+               value: float | None = None) -> None:
+        """Inject fault ``kind`` into an emulated device for ``duration`` seconds (None: until the end).
 
         ``wedge``: the device keeps its connection but stops answering, so every
-        call on it runs into the transport's timeout.
+        call on it runs into the transport's timeout. ``stuck``/``noise``: a
+        sensor fault on ``signal`` (see ``EmulatedDevice.fault``).
         """
-        if kind != "wedge":
-            raise TwinloopError(f"device '{device}': unknown fault kind '{kind}'")
-        self._server(device).wedge()
+        server = self._server(device)
+        if kind == "wedge":
+            server.wedge()
+        else:
+            try:
+                self.emulators[device].device.fault(kind, signal, value)
+            except ValueError as err:
+                raise TwinloopError(f"device '{device}': {err}") from None
         if duration is not None:
-            self.fault_timers[device] = duration
+            self.fault_timers[(device, kind, signal)] = duration
+
+    def end_fault(self, device: str, kind: str, signal: str | None = None) -> None:
+        """End an injected fault."""
+        if kind == "wedge":
+            self._server(device).unwedge()
+        else:
+            self.emulators[device].device.clear(signal)
 
     def power(self, device: str, on: bool) -> None:
         """Switch an emulated device off (it stops listening, its load drops) or on again (same address)."""
@@ -150,7 +164,8 @@ class Rig:
             server.start()
             return
         server.unwedge()
-        self.fault_timers.pop(device, None)
+        for key in [k for k in self.fault_timers if k[0] == device and k[1] == "wedge"]:
+            del self.fault_timers[key]
         server.stop()
         if hasattr(self.emulators[device], "power_off"):
             self.emulators[device].power_off()

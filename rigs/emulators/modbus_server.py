@@ -1,32 +1,36 @@
-"""A pymodbus TCP server on loopback whose registers mirror a device's named values."""
+"""A pymodbus TCP server on loopback whose registers mirror an emulated device's values."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Callable, Mapping
+from typing import Any, Mapping
 
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from twinloop.rigs.modbus import ModbusSignal
 from twinloop.errors import TransportInitError
+from twinloop.rigs.device import EmulatedDevice
+from twinloop.rigs.modbus import ModbusSignal
 
 
 class ModbusDeviceServer:
-    """Serves ``values`` (engineering units) through the register map ``signals``.
+    """Serves ``device`` through a register map (the device's ``modbus_map``, else float32 pairs).
 
-    Reads see the latest values; writes to writable registers update them and
-    call ``on_write(name, value)``. The server runs its own event loop in a
-    daemon thread so synchronous harness code can drive it.
+    Reads see the device's sensor values; writes to writable registers set its
+    setpoints. A value beyond a register's range is sent saturated at that
+    range's end, as a real device's firmware would. The server runs its own
+    event loop in a daemon thread so synchronous harness code can drive it.
     """
 
-    def __init__(self, signals: Mapping[str, ModbusSignal], values: dict[str, float],
-                 lock: threading.Lock, on_write: Callable[[str, float], None] | None = None,
-                 host: str = "127.0.0.1", port: int = 0, unit: int = 1) -> None:
-        self.signals, self.values, self.lock = dict(signals), values, lock
-        self.on_write = on_write
+    scheme = "modbus+tcp"
+
+    def __init__(self, device: EmulatedDevice, host: str = "127.0.0.1", port: int = 0, unit: int = 1,
+                 signals: Mapping[str, ModbusSignal] | None = None) -> None:
+        self.device = device
+        self.signals = dict(signals) if signals is not None else {
+            name: ModbusSignal.model_validate(spec) for name, spec in self.signal_map(type(device)).items()}
         self.host, self.port, self.unit = host, port, unit
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -34,6 +38,15 @@ class ModbusDeviceServer:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._wedged = threading.Event()
+
+    @classmethod
+    def signal_map(cls, device: type[EmulatedDevice]) -> dict[str, dict[str, Any]]:
+        """The rig-profile signal map for ``device``: its own ``modbus_map``, else one float32 per signal."""
+        own = getattr(device, "modbus_map", None)
+        if own is not None:
+            return {name: dict(spec) for name, spec in own.items()}
+        return {name: {"register": 2 * i, "type": "float32", "unit": sig.unit, "writable": sig.writable}
+                for i, (name, sig) in enumerate(device.signals.items())}
 
     @property
     def address(self) -> str:
@@ -68,18 +81,15 @@ class ModbusDeviceServer:
                       registers: list[int], set_values: list[int] | list[bool] | None) -> ExcCodes | None:
         while self._wedged.is_set() and not (self._stop and self._stop.is_set()):
             await asyncio.sleep(0.01)
-        with self.lock:
+        with self.device.lock:
             if set_values:
                 for name, spec in self.signals.items():
                     offset = spec.reg - address
                     if spec.writable and 0 <= offset and offset + spec.width <= len(set_values):
-                        value = spec.to_units(spec.decode(list(set_values[offset:offset + spec.width])))
-                        self.values[name] = value
-                        if self.on_write:
-                            self.on_write(name, value)
+                        self.device.write(name, spec.to_units(spec.decode(list(set_values[offset:offset + spec.width]))))
             for name, spec in self.signals.items():
                 at = spec.reg - start_address
-                registers[at:at + spec.width] = spec.encode(spec.to_raw(self.values[name]))
+                registers[at:at + spec.width] = spec.encode(spec.to_raw(self.device.read(name)), saturate=True)
         return None
 
     async def _serve(self) -> None:

@@ -1,0 +1,107 @@
+"""An emulator: a protocol-free device composed with one protocol's server, on 127.0.0.1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from twinloop.rigs.device import EmulatedDevice
+
+
+class ProtocolServer(Protocol):
+    """What a protocol server offers the rig: start/stop on one address, and a hung state."""
+
+    scheme: ClassVar[str]
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def wedged(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def wedge(self) -> None: ...
+
+    def unwedge(self) -> None: ...
+
+    @classmethod
+    def signal_map(cls, device: type[EmulatedDevice]) -> dict[str, dict[str, Any]]: ...
+
+
+class Emulator:
+    """A device and the server that speaks for it; the rig steps the device and drives the server."""
+
+    #: Faults the rig can inject by kind: ``wedge`` (the server stops answering, connection kept),
+    #: and the device's sensor faults ``stuck`` and ``noise``.
+    faults: ClassVar[tuple[str, ...]] = ("wedge", "stuck", "noise")
+
+    def __init__(self, device: EmulatedDevice, server: ProtocolServer) -> None:
+        self.device, self.server = device, server
+
+    @property
+    def address(self) -> str:
+        """Transport URL of the running server."""
+        return self.server.address
+
+    @property
+    def values(self) -> dict[str, float]:
+        """The device's true values (engineering units)."""
+        return self.device.values
+
+    def start(self) -> "Emulator":
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def step(self, dt: float) -> None:
+        """Advance the device's physics by ``dt`` seconds."""
+        self.device.step(dt)
+
+    def power_off(self) -> None:
+        self.device.power_off()
+
+    def __enter__(self) -> "Emulator":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass(frozen=True)
+class EmulatorKind:
+    """A device type served over a protocol: what a plan knows before anything starts."""
+
+    device: type[EmulatedDevice]
+    server: type
+
+    @property
+    def scheme(self) -> str:
+        """Address scheme of the transport that reaches this emulator."""
+        return self.server.scheme
+
+    @property
+    def signal_map(self) -> dict[str, dict[str, Any]]:
+        """The signal map in the form rig profiles use, for this protocol."""
+        return self.server.signal_map(self.device)
+
+    @property
+    def safe_state(self) -> dict[str, float]:
+        return dict(self.device.safe_state)
+
+    @property
+    def faults(self) -> tuple[str, ...]:
+        return Emulator.faults
+
+    def check(self, **params: Any) -> None:
+        """Build the device with ``params`` (no server, nothing started); raises on bad ones."""
+        self.device.check_params(**params)
+
+    def build(self, host: str = "127.0.0.1", **params: Any) -> Emulator:
+        """A device with ``params`` and its server on ``host`` (port chosen by the system)."""
+        device = self.device(**params)
+        return Emulator(device, self.server(device, host=host))
