@@ -130,6 +130,10 @@ def _device(where: _Where, name: str, binding: DeviceBinding, wanted: set[str] |
         signals = transport.parse_signals(name, raw_signals)
     except ConfigError as err:
         where.rig_device(name, tuple((err.key or "signals").split(".")), str(err).split(": ", 1)[-1])
+    try:
+        transport.parse_options(name, binding.options)
+    except ConfigError as err:
+        where.rig_device(name, tuple((err.key or "options").split(".")), str(err).split(": ", 1)[-1])
     for signal, spec in signals.items():
         try:
             units.unit(spec.unit)
@@ -144,7 +148,7 @@ def _device(where: _Where, name: str, binding: DeviceBinding, wanted: set[str] |
     read = [n for n in signals if wanted is None or f"{name}.{n}" in wanted]
     setup = DeviceSetup(name=name, transport=transport, signals=signals, timeout=binding.timeout,
                         safe_state=safe_state, address=binding.address, emulator=emulator,
-                        emulator_params=dict(binding.params))
+                        emulator_params=dict(binding.params), options=dict(binding.options))
     return DevicePlan(setup, read, twin)
 
 

@@ -24,6 +24,7 @@ class DeviceBinding(Strict):
     protocol: str = "modbus"
     params: dict[str, float] = Field(default_factory=dict)
     signals: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
     safe_state: dict[str, float] = Field(default_factory=dict)
     timeout: float = 1.0
 

@@ -13,7 +13,9 @@ if TYPE_CHECKING:
 
 transports: Registry[type[Transport]] = Registry(
     "transport", "twinloop.transports",
-    {"modbus+tcp": "twinloop.rigs.modbus:ModbusTcpTransport"},
+    {"modbus+tcp": "twinloop.rigs.modbus:ModbusTcpTransport",
+     "scpi+socket": "twinloop.rigs.scpi:ScpiTransport",
+     "scpi+serial": "twinloop.rigs.scpi:ScpiSerialTransport"},
     error=TransportUnavailableError,
 )
 
@@ -27,7 +29,9 @@ emulators: Registry[type] = Registry(
 #: Protocol servers that put an emulated device on 127.0.0.1, by protocol name.
 protocols: Registry[type] = Registry(
     "emulator protocol", "twinloop.protocols",
-    {"modbus": "twinloop.rigs.emulators.modbus_server:ModbusDeviceServer"},
+    {"modbus": "twinloop.rigs.emulators.modbus_server:ModbusDeviceServer",
+     "scpi": "twinloop.rigs.emulators.scpi_server:ScpiSocketServer",
+     "scpi-pty": "twinloop.rigs.emulators.scpi_server:ScpiPtyServer"},
     error=TransportUnavailableError,
 )
 
@@ -49,6 +53,6 @@ def transport_class(device: str, address: str) -> type[Transport]:
 
 
 def open_transport(device: str, address: str, signals: Mapping[str, Mapping[str, Any]],
-                   timeout: float = 1.0) -> Transport:
+                   timeout: float = 1.0, options: Mapping[str, Any] | None = None) -> Transport:
     """Build the transport whose scheme starts ``address`` (not yet opened)."""
-    return transport_class(device, address)(device, address, signals, timeout=timeout)
+    return transport_class(device, address)(device, address, signals, timeout=timeout, options=options)

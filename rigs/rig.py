@@ -27,6 +27,7 @@ class DeviceSetup:
     address: str | None = None
     emulator: type | None = None
     emulator_params: dict[str, float] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,8 @@ class Rig:
                     emulator = setup.emulator.build(**setup.emulator_params)
                     self.emulators[name] = emulator.start()
                     address = emulator.address
-                transport = setup.transport(name, address, setup.signals, timeout=setup.timeout)
+                transport = setup.transport(name, address, setup.signals, timeout=setup.timeout,
+                                            options=setup.options)
                 transport.open()
                 self.transports[name] = transport
         except BaseException:
@@ -194,7 +196,7 @@ class Rig:
         for transport in self.transports.values():
             transport.close()
         for emulator in self.emulators.values():
-            emulator.stop()
+            emulator.close()
         self.transports.clear()
         self.emulators.clear()
         for lock in self.locks:

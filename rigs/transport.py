@@ -34,18 +34,41 @@ class SignalSpec(Strict):
         return (value - self.offset) / self.scale
 
 
+class NoOptions(Strict):
+    """A transport without options of its own."""
+
+
 class Transport(ABC):
-    """A connection to one device, addressed by URL, exposing named signals."""
+    """A connection to one device, addressed by URL, exposing named signals.
+
+    ``options`` (a rig profile's free-form ``options:`` for the device) are
+    validated by the transport's own ``options_model``: a DBC file, a bitrate,
+    line terminators, security settings.
+    """
 
     scheme: ClassVar[str]
     signal_spec: ClassVar[type[SignalSpec]] = SignalSpec
+    options_model: ClassVar[type[Strict]] = NoOptions
 
     def __init__(self, device: str, address: str, signals: Mapping[str, Mapping[str, Any]],
-                 timeout: float = 1.0) -> None:
+                 timeout: float = 1.0, options: Mapping[str, Any] | None = None) -> None:
         self.device, self.address, self.timeout = device, address, timeout
         self.url: SplitResult = urlsplit(address)
         self.signals = self.parse_signals(device, signals)
+        self.options = self.parse_options(device, options or {})
         self.is_open = False
+
+    @classmethod
+    def parse_options(cls, device: str, options: Mapping[str, Any]) -> Strict:
+        """Validate a profile's ``options`` with this transport's model (no I/O)."""
+        try:
+            return cls.options_model.model_validate(dict(options))
+        except ValidationError as err:
+            first = err.errors()[0]
+            key = ".".join(str(p) for p in first["loc"])
+            message = (f"unknown option '{first['loc'][-1]}'" if first["type"] == "extra_forbidden"
+                       else first["msg"])
+            raise ConfigError(f"device '{device}': {message}", key=f"options.{key}") from None
 
     @classmethod
     def parse_signals(cls, device: str, signals: Mapping[str, Any]) -> dict[str, SignalSpec]:
@@ -86,6 +109,7 @@ class Transport(ABC):
         """Read signals (all if ``names`` is None) in engineering units."""
         names = list(self.signals) if names is None else names
         specs = {n: self._spec(n) for n in names}
+        self._reopen()
         try:
             raw = self._read(specs)
         except TransportError:
@@ -99,12 +123,18 @@ class Transport(ABC):
         spec = self._spec(name)
         if not spec.writable:
             raise TransportOperationError(f"{self._where()}: signal '{name}' is read-only")
+        self._reopen()
         try:
             self._write(name, spec, spec.to_raw(value))
         except TransportError:
             raise
         except Exception as err:
             raise TransportOperationError(f"{self._where()}: write {name}={value} failed: {err}") from err
+
+    def _reopen(self) -> None:
+        """A connection closed after a failure (or never opened) is opened again before the next call."""
+        if not self.is_open:
+            self.open()
 
     def _spec(self, name: str) -> SignalSpec:
         try:

@@ -58,6 +58,12 @@ class Emulator:
     def stop(self) -> None:
         self.server.stop()
 
+    def close(self) -> None:
+        """Stop for good, releasing what the server holds open between power cycles (a pty)."""
+        self.server.stop()
+        if hasattr(self.server, "close"):
+            self.server.close()
+
     def step(self, dt: float) -> None:
         """Advance the device's physics by ``dt`` seconds."""
         self.device.step(dt)
@@ -69,7 +75,7 @@ class Emulator:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.close()
 
 
 @dataclass(frozen=True)

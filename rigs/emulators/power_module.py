@@ -33,6 +33,13 @@ class PowerModuleDevice(EmulatedDevice):
         "power": {"register": 2, "type": "uint16", "scale": 0.1, "unit": "W", "writable": True},
         "fan": {"register": 3, "type": "uint16", "unit": "1", "writable": True},
     }
+    #: Its SCPI command set (rig profile form), as a bench instrument would document it.
+    scpi_map: dict[str, dict[str, Any]] = {
+        "temperature": {"query": "MEAS:TEMP?", "unit": "degC"},
+        "ambient": {"query": "MEAS:TEMP:AMB?", "unit": "degC"},
+        "power": {"query": "SOUR:POW?", "set": "SOUR:POW {value}", "unit": "W", "writable": True},
+        "fan": {"query": "OUTP:FAN?", "set": "OUTP:FAN {value}", "unit": "1", "writable": True},
+    }
 
     def __init__(self, *, initial_damage: float = 0.05, ambient: float = 25.0, sensor_noise: float = 0.05,
                  seed: int = 0, **model_params: float) -> None:
