@@ -133,7 +133,8 @@ class _Run:
                 finally:
                     safe_state_error = self.safe_state()
                     error = error or safe_state_error
-                    self.rig.close()
+                    for problem in self.rig.close():
+                        self.events.append(Event(t=self.t, kind="error", message=problem))
         finally:
             twins, twin_error = self.twin_results()
         error = error or twin_error

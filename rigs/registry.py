@@ -15,7 +15,8 @@ transports: Registry[type[Transport]] = Registry(
     "transport", "twinloop.transports",
     {"modbus+tcp": "twinloop.rigs.modbus:ModbusTcpTransport",
      "scpi+socket": "twinloop.rigs.scpi:ScpiTransport",
-     "scpi+serial": "twinloop.rigs.scpi:ScpiSerialTransport"},
+     "scpi+serial": "twinloop.rigs.scpi:ScpiSerialTransport",
+     "opc.tcp": "twinloop.rigs.opcua:OpcUaTransport"},
     error=TransportUnavailableError,
 )
 
@@ -31,7 +32,8 @@ protocols: Registry[type] = Registry(
     "emulator protocol", "twinloop.protocols",
     {"modbus": "twinloop.rigs.emulators.modbus_server:ModbusDeviceServer",
      "scpi": "twinloop.rigs.emulators.scpi_server:ScpiSocketServer",
-     "scpi-pty": "twinloop.rigs.emulators.scpi_server:ScpiPtyServer"},
+     "scpi-pty": "twinloop.rigs.emulators.scpi_server:ScpiPtyServer",
+     "opcua": "twinloop.rigs.emulators.opcua_server:OpcUaDeviceServer"},
     error=TransportUnavailableError,
 )
 

@@ -191,17 +191,24 @@ class Rig:
             results.append(SafeStateResult(name, dict(values), error))
         return results
 
-    def close(self) -> None:
-        """Close transports and stop emulators; always safe to call."""
-        for transport in self.transports.values():
-            transport.close()
-        for emulator in self.emulators.values():
-            emulator.close()
+    def close(self) -> list[str]:
+        """Close transports and stop emulators; always safe to call, never raises.
+
+        Returns what failed to close (a run records it; the other devices are
+        still closed and every lock released).
+        """
+        problems = []
+        for name, part in [*self.transports.items(), *self.emulators.items()]:
+            try:
+                part.close()
+            except Exception as err:  # one device's clean-up must not skip the others'
+                problems.append(f"device '{name}': closing {type(part).__name__} failed: {err}")
         self.transports.clear()
         self.emulators.clear()
         for lock in self.locks:
             lock.release()
         self.locks.clear()
+        return problems
 
     def __enter__(self) -> "Rig":
         return self.open()

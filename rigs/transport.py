@@ -25,9 +25,9 @@ class SignalSpec(Strict):
     offset: float = 0.0
     writable: bool = False
 
-    def to_units(self, raw: float) -> float:
-        """Raw device value -> engineering units."""
-        return raw * self.scale + self.offset
+    def to_units(self, raw: float | None) -> float | None:
+        """Raw device value -> engineering units (None, "no value yet", stays None)."""
+        return None if raw is None else raw * self.scale + self.offset
 
     def to_raw(self, value: float) -> float:
         """Engineering units -> raw device value."""
@@ -105,8 +105,8 @@ class Transport(ABC):
             self.is_open = False
             self._close()
 
-    def read(self, names: list[str] | None = None) -> dict[str, float]:
-        """Read signals (all if ``names`` is None) in engineering units."""
+    def read(self, names: list[str] | None = None) -> dict[str, float | None]:
+        """Read signals (all if ``names`` is None) in engineering units; None: no value yet (pushed signals)."""
         names = list(self.signals) if names is None else names
         specs = {n: self._spec(n) for n in names}
         self._reopen()

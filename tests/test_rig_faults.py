@@ -23,7 +23,7 @@ steps:
 expect:
   - {name: tj, signal: module.temperature, max: 125 degC}
 """
-PROTOCOLS = ["modbus", "scpi", "scpi-pty"]
+PROTOCOLS = ["modbus", "scpi", "scpi-pty", "opcua"]
 
 
 def run(protocol: str, on_error: str, dead: tuple[float, float]):

@@ -31,12 +31,14 @@ class ProtocolServer(Protocol):
     def signal_map(cls, device: type[EmulatedDevice]) -> dict[str, dict[str, Any]]: ...
 
 
+def fault_kinds(server: type) -> tuple[str, ...]:
+    """``wedge`` (the server stops answering, connection kept) where the server can hang, and the
+    device's sensor faults ``stuck`` and ``noise``."""
+    return (*(("wedge",) if getattr(server, "can_hang", True) else ()), "stuck", "noise")
+
+
 class Emulator:
     """A device and the server that speaks for it; the rig steps the device and drives the server."""
-
-    #: Faults the rig can inject by kind: ``wedge`` (the server stops answering, connection kept),
-    #: and the device's sensor faults ``stuck`` and ``noise``.
-    faults: ClassVar[tuple[str, ...]] = ("wedge", "stuck", "noise")
 
     def __init__(self, device: EmulatedDevice, server: ProtocolServer) -> None:
         self.device, self.server = device, server
@@ -55,6 +57,11 @@ class Emulator:
         self.server.start()
         return self
 
+    @property
+    def faults(self) -> tuple[str, ...]:
+        """Fault kinds this emulator can inject (``wedge`` only where its server can hang)."""
+        return fault_kinds(type(self.server))
+
     def stop(self) -> None:
         self.server.stop()
 
@@ -65,8 +72,13 @@ class Emulator:
             self.server.close()
 
     def step(self, dt: float) -> None:
-        """Advance the device's physics by ``dt`` seconds."""
+        """Advance the device's physics by ``dt`` seconds (servers that hold copies are synced around it)."""
+        sync = getattr(self.server, "sync", None)
+        if sync:
+            sync()
         self.device.step(dt)
+        if sync:
+            sync()
 
     def power_off(self) -> None:
         self.device.power_off()
@@ -101,7 +113,7 @@ class EmulatorKind:
 
     @property
     def faults(self) -> tuple[str, ...]:
-        return Emulator.faults
+        return fault_kinds(self.server)
 
     def check(self, **params: Any) -> None:
         """Build the device with ``params`` (no server, nothing started); raises on bad ones."""
