@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,6 +23,7 @@ from twinloop.harness.report import STYLE, commit_report, run_report, verify_rep
 from twinloop.harness.scenario import json_schema, load_points, load_scenario
 from twinloop.harness.runner import sigterm_interrupts
 from twinloop.harness.services import DEFAULT_HOME, ServiceOptions, Services
+from twinloop.ledger.ipfs import import_file
 
 EXIT = {"pass": 0, "fail": 1, "error": 2}
 EXIT_INTERRUPTED = 130
@@ -118,7 +120,7 @@ def _run_one(args: argparse.Namespace, console: Console, pipeline: Pipeline, pla
                       highlight=False, markup=False, soft_wrap=True)
     else:
         commit_report(console, record, committed)
-        console.print(f"report    {report}")
+        console.print(f"report    {report}", highlight=False, markup=False, soft_wrap=True)
     return {"id": src.id, "scenario": sc.scenario, "point": src.point, "run_id": record.run_id,
             "outcome": record.outcome, "error": record.error, "bundle_cid": committed.cid,
             "tx": committed.tx_hash, "report": str(report),
@@ -134,19 +136,38 @@ def cmd_schema(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
-    committed = None
-    if Path(args.run).is_file():
-        record = RunRecord.from_bytes(Path(args.run).read_bytes())
-        home = args.home
+    committed, home = None, args.home
+    if Path(args.run).suffix == ".json" or Path(args.run).is_file():
+        data = Path(args.run).read_bytes()
+        record = RunRecord.from_bytes(data)
+        committed = {"cid": f"{import_file(data)[0]} (of this file, not looked up)", "tx": "not looked up"}
     else:
         with _services(args) as services:
             entry = services.ledger.get(args.run)
             record = RunRecord.from_bytes(services.ipfs.cat(entry.bundle_cid))
-            committed = {"cid": entry.bundle_cid, "tx": "see the chain's RunRecorded event"}
+            committed = {"cid": entry.bundle_cid, "tx": services.ledger.recorded_tx(args.run) or "not found"}
             home = services.home
     path = write_html(record, args.output or Path(home) / "reports" / f"{record.run_id}.html", committed)
-    console.print(str(path))
+    console.print(str(path), highlight=False, markup=False, soft_wrap=True)
     return 0
+
+
+def cmd_emulate(args: argparse.Namespace, console: Console) -> int:
+    from twinloop.rigs.profile import load_rig
+    from twinloop.rigs.serve import EmulatorHost
+
+    host = EmulatorHost(load_rig(args.rig)).start()
+    try:
+        if args.json:
+            print(json.dumps({"devices": host.describe()}), flush=True)
+        else:
+            for d in host.describe():
+                console.print(f"{d['device']:12} {d['address']}", highlight=False, markup=False, soft_wrap=True)
+            console.print("serving on 127.0.0.1 (physics in real time); Ctrl-C stops")
+        while True:
+            time.sleep(3600)
+    finally:
+        host.stop()
 
 
 def cmd_verify(args: argparse.Namespace, console: Console) -> int:
@@ -176,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("-o", "--output", type=Path, help="where to write it (default: HOME/reports/RUN_ID.html)")
     _service_args(rep)
     rep.set_defaults(func=cmd_report)
+    emu = sub.add_parser("emulate", help="serve a rig profile's emulators on 127.0.0.1 until Ctrl-C")
+    emu.add_argument("rig", type=Path, help="rig profile YAML whose devices are emulators")
+    emu.add_argument("--json", action="store_true", help="print the devices' addresses as one JSON line")
+    emu.set_defaults(func=cmd_emulate)
     ver = sub.add_parser("verify", help="check a recorded run against the chain and its bundle")
     ver.add_argument("run_id", help="the run id printed by 'twinloop run'")
     which = ver.add_mutually_exclusive_group()

@@ -232,6 +232,14 @@ class RunLedgerClient:
             recorder=Web3.to_checksum_address(recorder), timestamp=int(timestamp),
         )
 
+    def recorded_tx(self, run_id: str) -> str | None:
+        """Hash of the transaction that recorded the run (its RunRecorded log), or None if none is found."""
+        key = _run_id_bytes(run_id)
+        with _guard(self.rpc_url, f"finding the RunRecorded log of run {run_id}"):
+            logs = self._contract.events.RunRecorded.get_logs(argument_filters={"run_id": key},
+                                                              from_block=0)
+        return logs[0]["transactionHash"].to_0x_hex() if logs else None
+
     def _transact(self, build: Callable[[dict], dict], what: str,
                   on_revert: Callable[[ContractLogicError, str], LedgerError] | None = None
                   ) -> str:

@@ -154,7 +154,12 @@ def test_cli_run_then_verify(tmp_path: Path) -> None:
     assert "verdict   PASS" in run.stdout
     run_id = re.search(r"run id\s+([0-9a-f-]{36})", run.stdout).group(1)
     assert re.search(r"bundle\s+Qm[1-9A-HJ-NP-Za-km-z]{44}", run.stdout)
-    assert re.search(r"tx\s+0x[0-9a-f]{64}", run.stdout)
+    tx = re.search(r"tx\s+(0x[0-9a-f]{64})", run.stdout).group(1)
+    assert re.search(rf"report\s+{re.escape(str(tmp_path / 'reports' / run_id))}\.html", run.stdout)
+    report = subprocess.run([*env_cmd, "report", run_id, "--home", str(tmp_path), "-o", str(tmp_path / "r.html")],
+                            cwd=ROOT, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert tx in (tmp_path / "r.html").read_text()  # found again from the chain's RunRecorded log
     check = subprocess.run([*env_cmd, "verify", run_id, "--home", str(tmp_path)], cwd=ROOT,
                            capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
     assert check.returncode == 0, check.stdout + check.stderr
