@@ -130,8 +130,13 @@ def _device(where: _Where, name: str, binding: DeviceBinding, wanted: set[str] |
         signals = transport.parse_signals(name, raw_signals)
     except ConfigError as err:
         where.rig_device(name, tuple((err.key or "signals").split(".")), str(err).split(": ", 1)[-1])
+    options = {**(emulator.transport_options if emulator else {}), **binding.options}
+    if where.rig.text is not None:  # relative file options are relative to the rig profile's folder
+        folder = Path(where.rig.path).parent
+        options.update({k: str(folder / v) for k, v in binding.options.items()
+                        if k in transport.path_options and isinstance(v, str) and not Path(v).is_absolute()})
     try:
-        transport.parse_options(name, binding.options)
+        transport.check(name, binding.address, signals, transport.parse_options(name, options))
     except ConfigError as err:
         where.rig_device(name, tuple((err.key or "options").split(".")), str(err).split(": ", 1)[-1])
     for signal, spec in signals.items():
@@ -148,7 +153,7 @@ def _device(where: _Where, name: str, binding: DeviceBinding, wanted: set[str] |
     read = [n for n in signals if wanted is None or f"{name}.{n}" in wanted]
     setup = DeviceSetup(name=name, transport=transport, signals=signals, timeout=binding.timeout,
                         safe_state=safe_state, address=binding.address, emulator=emulator,
-                        emulator_params=dict(binding.params), options=dict(binding.options))
+                        emulator_params=dict(binding.params), options=options)
     return DevicePlan(setup, read, twin)
 
 

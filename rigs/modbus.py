@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Literal, Mapping
+from typing import Any, Literal, Mapping
 
 from pydantic import ConfigDict, Field
 
@@ -90,6 +90,11 @@ class ModbusTcpTransport(Transport):
 
     scheme = "modbus+tcp"
     signal_spec = ModbusSignal
+
+    @classmethod
+    def check(cls, device: str, address: str | None, signals: Mapping[str, SignalSpec], options: Any) -> None:
+        if address is not None:
+            parse_modbus_address(address)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

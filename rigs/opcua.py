@@ -67,6 +67,7 @@ class OpcUaTransport(Transport):
     scheme: ClassVar[str] = "opc.tcp"
     signal_spec = OpcUaSignal
     options_model = OpcUaOptions
+    path_options: ClassVar[tuple[str, ...]] = ("certificate", "private_key", "server_certificate")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

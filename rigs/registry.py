@@ -16,14 +16,16 @@ transports: Registry[type[Transport]] = Registry(
     {"modbus+tcp": "twinloop.rigs.modbus:ModbusTcpTransport",
      "scpi+socket": "twinloop.rigs.scpi:ScpiTransport",
      "scpi+serial": "twinloop.rigs.scpi:ScpiSerialTransport",
-     "opc.tcp": "twinloop.rigs.opcua:OpcUaTransport"},
+     "opc.tcp": "twinloop.rigs.opcua:OpcUaTransport",
+     "can": "twinloop.rigs.can:CanTransport"},
     error=TransportUnavailableError,
 )
 
 #: Emulated devices (protocol-free physics) by device type.
 emulators: Registry[type] = Registry(
     "device emulator", "twinloop.emulators",
-    {"power_module": "twinloop.rigs.emulators.power_module:PowerModuleDevice"},
+    {"power_module": "twinloop.rigs.emulators.power_module:PowerModuleDevice",
+     "pump": "twinloop.rigs.emulators.pump:PumpDevice"},
     error=TransportUnavailableError,
 )
 
@@ -33,7 +35,8 @@ protocols: Registry[type] = Registry(
     {"modbus": "twinloop.rigs.emulators.modbus_server:ModbusDeviceServer",
      "scpi": "twinloop.rigs.emulators.scpi_server:ScpiSocketServer",
      "scpi-pty": "twinloop.rigs.emulators.scpi_server:ScpiPtyServer",
-     "opcua": "twinloop.rigs.emulators.opcua_server:OpcUaDeviceServer"},
+     "opcua": "twinloop.rigs.emulators.opcua_server:OpcUaDeviceServer",
+     "can": "twinloop.rigs.emulators.can_node:CanDeviceNode"},
     error=TransportUnavailableError,
 )
 
@@ -51,6 +54,8 @@ def transport_class(device: str, address: str) -> type[Transport]:
     if not scheme:
         raise TransportUnavailableError(f"device '{device}': address {address!r} has no scheme "
                                         "(expected e.g. modbus+tcp://127.0.0.1:5020/unit/1)")
+    if scheme.startswith("can+"):  # any python-can interface: can+socketcan, can+virtual, can+pcan, ...
+        scheme = "can"
     return transports.get(scheme)
 
 

@@ -65,6 +65,11 @@ class ScpiTransport(Transport):
     signal_spec = ScpiSignal
     options_model = ScpiOptions
 
+    @classmethod
+    def check(cls, device: str, address: str | None, signals: Mapping[str, SignalSpec], options: Strict) -> None:
+        if address is not None:
+            serial_url(address)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.url, self.serial_kwargs = serial_url(self.address)

@@ -49,6 +49,15 @@ class Transport(ABC):
     scheme: ClassVar[str]
     signal_spec: ClassVar[type[SignalSpec]] = SignalSpec
     options_model: ClassVar[type[Strict]] = NoOptions
+    #: Options that name files: a rig profile's relative paths are taken from the profile's folder.
+    path_options: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def check(cls, device: str, address: str | None, signals: Mapping[str, SignalSpec], options: Strict) -> None:
+        """Checks that need address, options and signal map together (files they name); no device I/O.
+
+        ``address`` is None for an emulator (its address exists only once it runs).
+        """
 
     def __init__(self, device: str, address: str, signals: Mapping[str, Mapping[str, Any]],
                  timeout: float = 1.0, options: Mapping[str, Any] | None = None) -> None:

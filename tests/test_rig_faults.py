@@ -23,7 +23,7 @@ steps:
 expect:
   - {name: tj, signal: module.temperature, max: 125 degC}
 """
-PROTOCOLS = ["modbus", "scpi", "scpi-pty", "opcua"]
+PROTOCOLS = ["modbus", "scpi", "scpi-pty", "opcua", "can"]
 
 
 def run(protocol: str, on_error: str, dead: tuple[float, float]):
@@ -33,6 +33,7 @@ def run(protocol: str, on_error: str, dead: tuple[float, float]):
     emulator.start()
     profile = RigProfile.model_validate({"rig": "bench", "clock": "simulated", "devices": {"module": {
         "address": emulator.address, "signals": kind.signal_map, "timeout": "300 ms",
+        "options": kind.transport_options,
         "safe_state": {"power": 0, "fan": 1}}}})
     state = {"alive": True}
 

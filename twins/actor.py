@@ -38,7 +38,7 @@ class DeviceTwin:
         self.model = models.get(model)(**dict(params or {}))
         self.filter = ParticleFilter(self.model, n_particles, seed)
         self.inputs = self.model.default_inputs()
-        self.log: dict[str, list[float]] = {"t": []}
+        self.log: dict[str, list[float | None]] = {"t": []}
         self.incarnation = uuid.uuid4().hex
         self.seq = 0
         self.rul_every_s = rul_every_s
@@ -61,9 +61,15 @@ class DeviceTwin:
             if due:
                 self._rul_at = float(t)
             est.update({k: rul.get(k) for k in ("rul_p05_s", "rul_p50_s", "rul_p95_s")})
+        # One entry per row in every column (None where a quantity was not computed, e.g. the
+        # innovation of an output whose reading was NaN), so columns line up with ``t``.
+        row = len(self.log["t"])
         self.log["t"].append(float(t))
-        for key, value in est.items():
-            self.log.setdefault(key, []).append(value)
+        for key in est:
+            self.log.setdefault(key, [None] * row)
+        for key, column in self.log.items():
+            if key != "t":
+                column.append(est.get(key))
         self.seq += 1
         return self.incarnation, self.seq
 
@@ -78,7 +84,7 @@ class DeviceTwin:
         """The inputs the twin is running on (last sampled, else the model's defaults)."""
         return dict(self.inputs)
 
-    def history(self) -> dict[str, list[float]]:
+    def history(self) -> dict[str, list[float | None]]:
         """Every estimate logged so far, one column per quantity."""
         return {k: list(v) for k, v in self.log.items()}
 

@@ -8,6 +8,7 @@ from twinloop.twins.model import DegradationModel
 
 models: Registry[type[DegradationModel]] = Registry(
     "twin model", "twinloop.twin_models",
-    {"power_module_thermal": "twinloop.twins.models.power_module:PowerModuleThermal"},
+    {"power_module_thermal": "twinloop.twins.models.power_module:PowerModuleThermal",
+     "pump_bearing": "twinloop.twins.models.pump_bearing:PumpBearingWear"},
     error=TwinError,
 )

@@ -112,6 +112,12 @@ class EmulatorKind:
         return dict(self.device.safe_state)
 
     @property
+    def transport_options(self) -> dict[str, Any]:
+        """Options the transport needs to reach this emulator (a CAN node's DBC file)."""
+        options = getattr(self.server, "transport_options", None)
+        return dict(options(self.device)) if options else {}
+
+    @property
     def faults(self) -> tuple[str, ...]:
         return fault_kinds(self.server)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from twinloop.rigs.device import DeviceSignal, EmulatedDevice
@@ -32,6 +33,18 @@ class PowerModuleDevice(EmulatedDevice):
         "ambient": {"register": 1, "type": "int16", "scale": 0.01, "unit": "degC"},
         "power": {"register": 2, "type": "uint16", "scale": 0.1, "unit": "W", "writable": True},
         "fan": {"register": 3, "type": "uint16", "unit": "1", "writable": True},
+    }
+    #: Its CAN interface: a DBC file and the DBC signal that reports (and commands) each value.
+    can_map: dict[str, Any] = {
+        "dbc": Path(__file__).with_name("power_module.dbc"),
+        "signals": {
+            "temperature": {"message": "PM_Status", "signal": "Temperature", "unit": "degC"},
+            "ambient": {"message": "PM_Status", "signal": "Ambient", "unit": "degC"},
+            "power": {"message": "PM_Status", "signal": "Power", "set_message": "PM_Command",
+                      "set_signal": "PowerSetpoint", "unit": "W", "writable": True},
+            "fan": {"message": "PM_Status", "signal": "Fan", "set_message": "PM_Command",
+                    "set_signal": "FanCommand", "unit": "1", "writable": True},
+        },
     }
     #: Its SCPI command set (rig profile form), as a bench instrument would document it.
     scpi_map: dict[str, dict[str, Any]] = {
