@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 transports: Registry[type[Transport]] = Registry(
     "transport", "twinloop.transports",
     {"modbus+tcp": "twinloop.rigs.modbus:ModbusTcpTransport",
+     "modbus+rtu": "twinloop.rigs.modbus:ModbusRtuTransport",
      "scpi+socket": "twinloop.rigs.scpi:ScpiTransport",
      "scpi+serial": "twinloop.rigs.scpi:ScpiSerialTransport",
      "opc.tcp": "twinloop.rigs.opcua:OpcUaTransport",
@@ -33,6 +34,7 @@ emulators: Registry[type] = Registry(
 protocols: Registry[type] = Registry(
     "emulator protocol", "twinloop.protocols",
     {"modbus": "twinloop.rigs.emulators.modbus_server:ModbusDeviceServer",
+     "modbus-rtu": "twinloop.rigs.emulators.modbus_server:ModbusRtuDeviceServer",
      "scpi": "twinloop.rigs.emulators.scpi_server:ScpiSocketServer",
      "scpi-pty": "twinloop.rigs.emulators.scpi_server:ScpiPtyServer",
      "opcua": "twinloop.rigs.emulators.opcua_server:OpcUaDeviceServer",

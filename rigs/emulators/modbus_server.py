@@ -7,7 +7,8 @@ import threading
 from typing import Any, Mapping
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from twinloop.errors import TransportInitError
@@ -92,13 +93,19 @@ class ModbusDeviceServer:
                 registers[at:at + spec.width] = spec.encode(spec.to_raw(self.device.read(name)), saturate=True)
         return None
 
+    def _server(self, device: SimDevice) -> Any:
+        return ModbusTcpServer(device, address=(self.host, self.port))
+
+    def _bound(self, server: Any) -> None:
+        self.port = server.transport.sockets[0].getsockname()[1]
+
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
         device = SimDevice(self.unit, simdata=self._simdata(), action=self._action)
-        server = ModbusTcpServer(device, address=(self.host, self.port))
+        server = self._server(device)
         try:
             await server.serve_forever(background=True)
-            self.port = server.transport.sockets[0].getsockname()[1]
+            self._bound(server)
         except BaseException as err:  # reported to start() in the caller's thread
             self._error = err
             self._ready.set()
@@ -126,3 +133,35 @@ class ModbusDeviceServer:
             self._thread.join(timeout=5)
         if self._loop and not self._loop.is_running():
             self._loop.close()
+
+
+class ModbusRtuDeviceServer(ModbusDeviceServer):
+    """The same device as a Modbus RTU slave on a serial line (one end of a pty null modem).
+
+    A pty's path cannot outlive a close, so the line stays in place across
+    ``stop``/``start``: a powered-off slave on an RS-485 bus just stops answering.
+    """
+
+    scheme = "modbus+rtu"
+
+    def __init__(self, device: EmulatedDevice, host: str = "127.0.0.1", unit: int = 1,
+                 signals: Mapping[str, ModbusSignal] | None = None) -> None:
+        from twinloop.rigs.emulators.serial_link import NullModem
+
+        super().__init__(device, host=host, unit=unit, signals=signals)
+        self.link = NullModem()
+
+    @property
+    def address(self) -> str:
+        return f"modbus+rtu://{self.link.host_path}?baudrate=115200&unit={self.unit}"
+
+    def _server(self, device: SimDevice) -> Any:
+        return ModbusSerialServer(device, port=self.link.device_path, framer=FramerType.RTU, baudrate=115200)
+
+    def _bound(self, server: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        """Stop and release the line."""
+        self.stop()
+        self.link.close()
