@@ -20,7 +20,7 @@ from twinloop.harness.html_report import write_html
 from twinloop.harness.judge import seconds_text
 from twinloop.harness.record import RunRecord
 from twinloop.harness.report import STYLE, commit_report, run_report, verify_report
-from twinloop.harness.scenario import json_schema, load_points, load_scenario
+from twinloop.harness.scenario import json_schema, load_points, select_point
 from twinloop.harness.runner import sigterm_interrupts
 from twinloop.harness.services import DEFAULT_HOME, ServiceOptions, Services
 from twinloop.ledger.ipfs import import_file
@@ -63,7 +63,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     point = _point(args.point)
     sources = load_points(args.scenario)
     if point:
-        sources = [load_scenario(args.scenario, point)]
+        sources = [select_point(sources, point)]
     # every point is planned before anything starts: a bad file stops here, nothing is recorded
     plans = [Pipeline.plan(src, args.rig, interactive=interactive, dut_version=args.dut_version)
              for src in sources]

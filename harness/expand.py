@@ -170,18 +170,23 @@ def points(node: yaml.MappingNode, name: str) -> list[dict[str, Any] | None]:
     params, matrix = _scalar(node, "parameters"), _scalar(node, "matrix")
     if params is None and matrix is None:
         return [None]
-    for key, value, kind in (("parameters", params, dict), ("matrix", matrix, dict)):
-        if value is not None and not isinstance(value, kind):
+    for key, value in (("parameters", params), ("matrix", matrix)):
+        if value is not None and not isinstance(value, dict):
             raise_in(node, name, (key,), f"'{key}' must be a mapping of parameter names")
     params, matrix = dict(params or {}), dict(matrix or {})
+
+    def check(loc: tuple[Any, ...], key: str, value: Any) -> None:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise_in(node, name, loc, f"parameter '{key}' must be a number or a quantity such as '30 W', "
+                     f"got {value!r}")
+
+    for key, value in params.items():
+        check(("parameters", key), key, value)
     for key, values in matrix.items():
         if not isinstance(values, list) or not values:
             raise_in(node, name, ("matrix", key), f"matrix '{key}' must be a non-empty list of values")
-    for key, value in {**params, **{f"{k}[]": v for k, vs in matrix.items() for v in vs}}.items():
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            loc = ("parameters", key) if key in params else ("matrix", key.removesuffix("[]"))
-            raise_in(node, name, loc, f"parameter '{key.removesuffix('[]')}' must be a number or a "
-                     f"quantity such as '30 W', got {value!r}")
+        for i, value in enumerate(values):
+            check(("matrix", key, i), key, value)
     axes = list(matrix)
     return [{**params, **dict(zip(axes, combo))}
             for combo in itertools.product(*(matrix[a] for a in axes))] or [params]

@@ -13,7 +13,6 @@ counted, named in the detail, and a measure with no finite sample at all is an
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -275,8 +274,3 @@ def overall(verdicts: Sequence[VerdictRecord], error: str | None = None,
     if error or "error" in outcomes or not verdicts:
         return "error"
     return "fail" if "fail" in outcomes or step_failures else "pass"
-
-
-def finite(x: float | None) -> bool:
-    """True for a finite number."""
-    return x is not None and math.isfinite(x)

@@ -144,7 +144,7 @@ def _device(where: _Where, name: str, binding: DeviceBinding, wanted: set[str] |
             units.unit(spec.unit)
         except ValueError as err:
             where.rig_device(name, ("signals", signal, "unit"), f"signal '{name}.{signal}': {err}")
-    safe_state = dict(binding.safe_state) or dict(getattr(emulator, "safe_state", {}))
+    safe_state = dict(binding.safe_state) or (emulator.safe_state if emulator else {})
     for signal in safe_state:
         spec = signals.get(signal)
         if spec is None or not spec.writable:

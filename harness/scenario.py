@@ -314,40 +314,34 @@ class Tolerance(_Expect):
     tolerance: ToleranceSpec
 
 
-class DeadlineSpec(Strict):
-    """After mark ``after``, ``signal`` crosses ``above``/``below`` within ``within`` (omit it for order only)."""
+class Crossing(Strict):
+    """``signal`` going ``above`` or ``below`` a value (a bare number is in ``unit`` or the signal's)."""
 
-    after: Annotated[str, Field(pattern=_NAME.pattern)]
     signal: str
     above: Value | None = None
     below: Value | None = None
-    within: Duration | None = None
     unit: str | None = None
 
     @model_validator(mode="after")
-    def _one(self) -> "DeadlineSpec":
+    def _one(self) -> "Crossing":
         if (self.above is None) == (self.below is None):
             raise ValueError("give exactly one of 'above' or 'below'")
         return self
+
+
+class DeadlineSpec(Crossing):
+    """After mark ``after``, ``signal`` crosses ``above``/``below`` within ``within`` (omit it for order only)."""
+
+    after: Annotated[str, Field(pattern=_NAME.pattern)]
+    within: Duration | None = None
 
 
 class Deadline(_Expect):
     deadline: DeadlineSpec
 
 
-class Failure(Strict):
+class Failure(Crossing):
     """The failure threshold on a measured signal."""
-
-    signal: str
-    above: Value | None = None
-    below: Value | None = None
-    unit: str | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> "Failure":
-        if (self.above is None) == (self.below is None):
-            raise ValueError("give exactly one of 'above' or 'below'")
-        return self
 
 
 class LeadTimeSpec(Strict):
@@ -586,13 +580,17 @@ def load_points(path: str | Path) -> list[ScenarioSource]:
 
 def load_scenario(path: str | Path, point: dict[str, Any] | None = None) -> ScenarioSource:
     """One run of a scenario file: the only one, or the matrix point ``point`` (else the first)."""
-    sources = load_points(path)
+    return select_point(load_points(path), point)
+
+
+def select_point(sources: list[ScenarioSource], point: dict[str, Any] | None) -> ScenarioSource:
+    """The loaded point whose parameters match ``point`` (values compared as text); the first if None."""
     if point is None:
         return sources[0]
     for s in sources:
         if s.point is not None and all(str(s.point.get(k)) == str(v) for k, v in point.items()):
             return s
-    raise_in(sources[0].node, str(path), ("matrix",), f"no matrix point matches {point}; points: "
+    raise_in(sources[0].node, sources[0].path, ("matrix",), f"no matrix point matches {point}; points: "
              f"{', '.join(s.point_id for s in sources)}")
 
 

@@ -72,7 +72,7 @@ def _raw_can(emulator: Any) -> tuple[Callable[[], None], Callable[[], None]]:
     bus = can.Bus(interface="virtual", channel=emulator.server.channel)
 
     def once() -> None:
-        emulator.server.send_status()  # the node's status cycle, on demand
+        emulator.server.push()  # the node's status cycle, on demand
         frame = bus.recv(timeout=1)
         while frame is not None and frame.arbitration_id != 0x100:
             frame = bus.recv(timeout=1)
@@ -130,7 +130,7 @@ def bench_protocol(name: str, rounds: int, seconds: float, folder: Path) -> dict
         transport.open()
         if name == "can":
             def ours() -> None:
-                emulator.server.send_status()
+                emulator.server.push()
                 transport.read(SIGNALS)
         else:
             def ours() -> None:

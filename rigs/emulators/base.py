@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -31,6 +32,26 @@ class ProtocolServer(Protocol):
     def signal_map(cls, device: type[EmulatedDevice]) -> dict[str, dict[str, Any]]: ...
 
 
+class Hangs:
+    """The hung state of a server that can stop answering (``wedge``) while keeping its connections."""
+
+    def __init__(self) -> None:
+        self._wedged = threading.Event()
+
+    def wedge(self) -> None:
+        """Stop answering (requests are still taken in, and dropped), like a hung device."""
+        self._wedged.set()
+
+    def unwedge(self) -> None:
+        """Answer again."""
+        self._wedged.clear()
+
+    @property
+    def wedged(self) -> bool:
+        """True while the server is not answering (an injected fault)."""
+        return self._wedged.is_set()
+
+
 def fault_kinds(server: type) -> tuple[str, ...]:
     """``wedge`` (the server stops answering, connection kept) where the server can hang, and the
     device's sensor faults ``stuck`` and ``noise``."""
@@ -57,10 +78,6 @@ class Emulator:
         self.server.start()
         return self
 
-    @property
-    def faults(self) -> tuple[str, ...]:
-        """Fault kinds this emulator can inject (``wedge`` only where its server can hang)."""
-        return fault_kinds(type(self.server))
 
     def stop(self) -> None:
         self.server.stop()
@@ -72,13 +89,18 @@ class Emulator:
             self.server.close()
 
     def step(self, dt: float) -> None:
-        """Advance the device's physics by ``dt`` seconds (servers that hold copies are synced around it)."""
-        sync = getattr(self.server, "sync", None)
-        if sync:
-            sync()
+        """Advance the device's physics by ``dt`` seconds.
+
+        A server that holds copies of the values (OPC UA variables, CAN frames)
+        hands its clients' writes to the device first and publishes the new
+        values after.
+        """
+        pull, push = getattr(self.server, "pull", None), getattr(self.server, "push", None)
+        if pull:
+            pull()
         self.device.step(dt)
-        if sync:
-            sync()
+        if push:
+            push()
 
     def power_off(self) -> None:
         self.device.power_off()

@@ -1,7 +1,7 @@
 """A CAN node for an emulated device on python-can's ``virtual`` bus (in the harness process).
 
 It sends the device's status messages every control cycle (20 ms of wall
-time, and after every physics step) and takes command messages as setpoints.
+time) and after every physics step and takes command messages as setpoints.
 Power off closes its bus connection (the node goes silent); a hang keeps it
 connected but silent. Frames stay inside the process: nothing reaches a
 network (never ``udp_multicast`` here).
@@ -18,16 +18,18 @@ import can
 import cantools
 
 from twinloop.rigs.device import EmulatedDevice
+from twinloop.rigs.emulators.base import Hangs
 
 CYCLE_S = 0.02
 
 
-class CanDeviceNode:
+class CanDeviceNode(Hangs):
     """Serves ``device`` by its ``can_map`` (a DBC file and which DBC signal carries which value)."""
 
     scheme = "can+virtual"
 
     def __init__(self, device: EmulatedDevice, host: str = "127.0.0.1", channel: str | None = None) -> None:
+        super().__init__()
         self.device = device
         self.channel = channel or f"twinloop-{uuid.uuid4().hex[:12]}"
         spec = self._spec(type(device))
@@ -35,7 +37,6 @@ class CanDeviceNode:
         self.signals: dict[str, dict[str, Any]] = spec["signals"]
         self.status = sorted({s["message"] for s in self.signals.values()})
         self.bus: can.BusABC | None = None
-        self._wedged = threading.Event()
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -59,17 +60,6 @@ class CanDeviceNode:
     def address(self) -> str:
         return f"can+virtual://{self.channel}"
 
-    @property
-    def wedged(self) -> bool:
-        return self._wedged.is_set()
-
-    def wedge(self) -> None:
-        """Stay on the bus but send nothing (a hung controller)."""
-        self._wedged.set()
-
-    def unwedge(self) -> None:
-        self._wedged.clear()
-
     def start(self) -> None:
         """Join the bus and start the control cycle."""
         self.bus = can.Bus(interface="virtual", channel=self.channel)
@@ -91,7 +81,7 @@ class CanDeviceNode:
         while not self._halt.wait(CYCLE_S):
             self.sync()
 
-    def send_status(self) -> None:
+    def push(self) -> None:
         """Send every status message with the device's present values (under its lock, so in order)."""
         bus = self.bus
         if bus is None or self.wedged:
@@ -110,8 +100,8 @@ class CanDeviceNode:
                 except can.CanError:
                     return
 
-    def sync(self) -> None:
-        """Take command frames as setpoints, then (after the step) the rig calls this again to send status."""
+    def pull(self) -> None:
+        """Take the command frames received so far as setpoints."""
         bus = self.bus
         if bus is None:
             return
@@ -119,7 +109,11 @@ class CanDeviceNode:
         while frame is not None:
             self._command(frame)
             frame = bus.recv(timeout=0)
-        self.send_status()
+
+    def sync(self) -> None:
+        """One control cycle: commands in, status out."""
+        self.pull()
+        self.push()
 
     def _command(self, frame: can.Message) -> None:
         try:

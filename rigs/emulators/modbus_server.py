@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from pymodbus.constants import ExcCodes
 from pymodbus import FramerType
@@ -13,10 +13,11 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from twinloop.errors import TransportInitError
 from twinloop.rigs.device import EmulatedDevice
+from twinloop.rigs.emulators.base import Emulator, Hangs
 from twinloop.rigs.modbus import ModbusSignal
 
 
-class ModbusDeviceServer:
+class ModbusDeviceServer(Hangs):
     """Serves ``device`` through a register map (the device's ``modbus_map``, else float32 pairs).
 
     Reads see the device's sensor values; writes to writable registers set its
@@ -29,6 +30,7 @@ class ModbusDeviceServer:
 
     def __init__(self, device: EmulatedDevice, host: str = "127.0.0.1", port: int = 0, unit: int = 1,
                  signals: Mapping[str, ModbusSignal] | None = None) -> None:
+        super().__init__()
         self.device = device
         self.signals = dict(signals) if signals is not None else {
             name: ModbusSignal.model_validate(spec) for name, spec in self.signal_map(type(device)).items()}
@@ -38,7 +40,6 @@ class ModbusDeviceServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._wedged = threading.Event()
 
     @classmethod
     def signal_map(cls, device: type[EmulatedDevice]) -> dict[str, dict[str, Any]]:
@@ -65,22 +66,9 @@ class ModbusDeviceServer:
             cursor = spec.reg + spec.width
         return blocks
 
-    def wedge(self) -> None:
-        """Stop answering requests (the connection stays open), like a hung device."""
-        self._wedged.set()
-
-    def unwedge(self) -> None:
-        """Answer requests again."""
-        self._wedged.clear()
-
-    @property
-    def wedged(self) -> bool:
-        """True while the server is not answering (an injected fault)."""
-        return self._wedged.is_set()
-
     async def _action(self, function_code: int, start_address: int, address: int, count: int,
                       registers: list[int], set_values: list[int] | list[bool] | None) -> ExcCodes | None:
-        while self._wedged.is_set() and not (self._stop and self._stop.is_set()):
+        while self.wedged and not (self._stop and self._stop.is_set()):
             await asyncio.sleep(0.01)
         with self.device.lock:
             if set_values:
@@ -165,3 +153,25 @@ class ModbusRtuDeviceServer(ModbusDeviceServer):
         """Stop and release the line."""
         self.stop()
         self.link.close()
+
+
+class ModbusEmulator(Emulator):
+    """A device type over Modbus TCP on 127.0.0.1; a subclass names it (the form tests and fixtures use).
+
+    The class carries the transport's view (``scheme``, ``signal_map``,
+    ``safe_state``) so a test can build a rig profile before starting one.
+    """
+
+    device_class: ClassVar[type[EmulatedDevice]]
+    scheme: ClassVar[str] = ModbusDeviceServer.scheme
+    signal_map: ClassVar[dict[str, dict[str, Any]]]
+    safe_state: ClassVar[dict[str, float]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.signal_map = ModbusDeviceServer.signal_map(cls.device_class)
+        cls.safe_state = dict(cls.device_class.safe_state)
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, unit: int = 1, **params: Any) -> None:
+        device = self.device_class(**params)
+        super().__init__(device, ModbusDeviceServer(device, host=host, port=port, unit=unit))

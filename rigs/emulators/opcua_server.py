@@ -88,8 +88,8 @@ class OpcUaDeviceServer:
         if server is not None:
             server.stop()  # also ends the server's own event-loop thread
 
-    def sync(self) -> None:
-        """Take client writes into the device's setpoints, then publish the device's values."""
+    def pull(self) -> None:
+        """Take client writes into the device's setpoints."""
         if self._server is None:
             return
         for name, last in self._written.items():
@@ -97,11 +97,21 @@ class OpcUaDeviceServer:
             if value != last:
                 self.device.write(name, value)
                 self._written[name] = value
+
+    def push(self) -> None:
+        """Publish the device's values."""
+        if self._server is None:
+            return
         for name in self.device.signals:
             value = self.device.read(name)
             self.variables[name].write_value(float(value))
             if name in self._written:
                 self._written[name] = float(value)
+
+    def sync(self) -> None:
+        """Writes in, values out (what a physics step does around the device)."""
+        self.pull()
+        self.push()
 
     def wedge(self) -> None:
         raise ValueError("the OPC UA emulator cannot hang (use power off, or a transport timeout)")

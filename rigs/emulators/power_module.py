@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from twinloop.rigs.device import DeviceSignal, EmulatedDevice
-from twinloop.rigs.emulators.base import Emulator
-from twinloop.rigs.emulators.modbus_server import ModbusDeviceServer
+from twinloop.rigs.emulators.modbus_server import ModbusEmulator
 from twinloop.twins.models.power_module import PowerModuleThermal
 
 
@@ -84,16 +83,10 @@ class PowerModuleDevice(EmulatedDevice):
         return float(self.state["damage"][0])
 
 
-class PowerModuleEmulator(Emulator):
+class PowerModuleEmulator(ModbusEmulator):
     """The power module served over Modbus TCP on 127.0.0.1 (the form tests and fixtures use)."""
 
-    scheme = ModbusDeviceServer.scheme
-    signal_map = ModbusDeviceServer.signal_map(PowerModuleDevice)
-    safe_state = PowerModuleDevice.safe_state
-
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, unit: int = 1, **params: Any) -> None:
-        device = PowerModuleDevice(**params)
-        super().__init__(device, ModbusDeviceServer(device, host=host, port=port, unit=unit))
+    device_class = PowerModuleDevice
 
     @property
     def damage(self) -> float:

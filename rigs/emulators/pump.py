@@ -7,8 +7,7 @@ from typing import Any
 
 from twinloop.errors import TwinError
 from twinloop.rigs.device import DeviceSignal, EmulatedDevice
-from twinloop.rigs.emulators.base import Emulator
-from twinloop.rigs.emulators.modbus_server import ModbusDeviceServer
+from twinloop.rigs.emulators.modbus_server import ModbusEmulator
 from twinloop.twins.models.pump_bearing import PumpBearingWear
 
 
@@ -115,16 +114,10 @@ class PumpDevice(EmulatedDevice):
         return float(self.state["k"][0])
 
 
-class PumpEmulator(Emulator):
+class PumpEmulator(ModbusEmulator):
     """The pump served over Modbus TCP on 127.0.0.1 (the form tests and fixtures use)."""
 
-    scheme = ModbusDeviceServer.scheme
-    signal_map = ModbusDeviceServer.signal_map(PumpDevice)
-    safe_state = PumpDevice.safe_state
-
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, unit: int = 1, **params: Any) -> None:
-        device = PumpDevice(**params)
-        super().__init__(device, ModbusDeviceServer(device, host=host, port=port, unit=unit))
+    device_class = PumpDevice
 
     @property
     def wear(self) -> float:

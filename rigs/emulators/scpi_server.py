@@ -18,17 +18,18 @@ from typing import Any
 
 from twinloop.errors import TransportInitError
 from twinloop.rigs.device import EmulatedDevice
+from twinloop.rigs.emulators.base import Hangs
 
 
-class _Instrument:
+class _Instrument(Hangs):
     """The command set and the hung/off states shared by both servers."""
 
     def __init__(self, device: EmulatedDevice) -> None:
+        super().__init__()
         self.device = device
         spec = self.signal_map(type(device))
         self.queries = {s["query"].upper(): name for name, s in spec.items()}
         self.setters = {s["set"].split("{", 1)[0].strip().upper(): name for name, s in spec.items() if s.get("set")}
-        self._wedged = threading.Event()
         self.errors: list[str] = []
 
     @classmethod
@@ -40,17 +41,6 @@ class _Instrument:
         return {name: {"query": f"{name.upper()}?", "unit": sig.unit, "writable": sig.writable,
                        **({"set": f"{name.upper()} {{value}}"} if sig.writable else {})}
                 for name, sig in device.signals.items()}
-
-    def wedge(self) -> None:
-        """Stop answering (input is still read and dropped), like a hung instrument."""
-        self._wedged.set()
-
-    def unwedge(self) -> None:
-        self._wedged.clear()
-
-    @property
-    def wedged(self) -> bool:
-        return self._wedged.is_set()
 
     def answer(self, line: str) -> str | None:
         """The reply line to ``line``, or None when it asks nothing (or the instrument is hung)."""
