@@ -15,11 +15,11 @@ from twinloop import units
 from twinloop.config import raise_at
 from twinloop.errors import ConfigError, TwinloopError
 from twinloop.harness.judge import Measure, resolve
-from twinloop.harness.scenario import (FaultStep, MarkStep, PowerStep, PromptStep, RampStep,
+from twinloop.harness.scenario import (CallStep, FaultStep, MarkStep, PowerStep, PromptStep, RampStep,
                                        ReconnectStep, SampleStep, ScenarioSource, SetStep, TwinSpec,
                                        UntilStep, WaitStep, load_scenario)
 from twinloop.rigs.profile import DeviceBinding, RigSource, emulated_rig, load_rig
-from twinloop.rigs.emulators.base import EmulatorKind
+from twinloop.rigs.emulators.base import EmulatorKind, needs_relay
 from twinloop.rigs.registry import emulator_kind, transport_class
 from twinloop.rigs.rig import DeviceSetup
 from twinloop.rigs.transport import SignalSpec
@@ -65,6 +65,8 @@ class Action:
     fault_kind: str | None = None
     duration: float | None = None
     message: str = ""
+    method: str | None = None
+    args: tuple[Any, ...] = ()
     note: str = ""
 
 
@@ -116,6 +118,24 @@ def _emulator(where: _Where, name: str, binding: DeviceBinding) -> EmulatorKind:
     return kind
 
 
+def _server_options(where: _Where, name: str, kind: EmulatorKind, binding: DeviceBinding) -> Any:
+    """The emulator's ``server:`` options, validated, with file paths taken from the rig profile's folder."""
+    options = dict(binding.server)
+    if where.rig.text is not None:
+        folder = Path(where.rig.path).parent
+        for key in getattr(kind.server, "path_options", ()):
+            value = options.get(key)
+            if isinstance(value, str) and not Path(value).is_absolute():
+                options[key] = str(folder / value)
+            elif isinstance(value, list):
+                options[key] = [str(folder / v) if isinstance(v, str) and not Path(v).is_absolute() else v
+                                for v in value]
+    try:
+        return kind.server_options(options)
+    except ConfigError as err:
+        where.rig_device(name, tuple((err.key or "server").split(".")), f"device '{name}': {err}")
+
+
 def _device(where: _Where, name: str, binding: DeviceBinding, wanted: set[str] | None,
             twin: TwinSpec | None) -> DevicePlan:
     """Resolve one device's transport, signal map and safe state (its twin is checked later)."""
@@ -151,9 +171,10 @@ def _device(where: _Where, name: str, binding: DeviceBinding, wanted: set[str] |
             what = "no such signal" if spec is None else "the signal is read-only"
             where.rig_device(name, ("safe_state", signal), f"safe state of '{name}.{signal}': {what}")
     read = [n for n in signals if wanted is None or f"{name}.{n}" in wanted]
+    server_options = _server_options(where, name, emulator, binding) if emulator else None
     setup = DeviceSetup(name=name, transport=transport, signals=signals, timeout=binding.timeout,
                         safe_state=safe_state, address=binding.address, emulator=emulator,
-                        emulator_params=dict(binding.params), options=options)
+                        emulator_params=dict(binding.params), options=options, server_options=server_options)
     return DevicePlan(setup, read, twin)
 
 
@@ -211,6 +232,39 @@ def _estimate_value(where: _Where, loc: tuple[Any, ...], estimate: str, value: A
         where.scenario(loc, f"twin estimate '{estimate}': {err}")
 
 
+#: Link faults whose ``value`` means something: a duration, or the fraction of replies hit.
+LINK_VALUES = {"latency": "a duration such as 50 ms", "jitter": "a duration such as 20 ms",
+               "drop": "the fraction of replies lost, such as 0.5 or 50 %",
+               "corrupt": "the fraction of replies damaged, such as 0.5 or 50 %"}
+
+
+def _link_value(where: _Where, loc: tuple[Any, ...], kind: str, value: Any) -> float | None:
+    """A link fault's value: seconds for latency and jitter, a fraction in (0, 1] for drop and corrupt."""
+    if value is None:
+        if kind in ("latency", "jitter"):
+            where.scenario(loc, f"fault '{kind}' needs a 'value': {LINK_VALUES[kind]}")
+        return None
+    try:
+        if kind in ("latency", "jitter"):
+            return units.seconds(value)
+        fraction = units.convert(value, "1", "1")
+    except ValueError as err:
+        where.scenario(loc, f"fault '{kind}': {err}; give {LINK_VALUES[kind]}")
+    if not 0 < fraction <= 1:
+        where.scenario(loc, f"fault '{kind}': {value} is not {LINK_VALUES[kind]} (in (0, 1])")
+    return fraction
+
+
+def _relays(devices: dict[str, DevicePlan], actions: list[Action]) -> dict[str, DevicePlan]:
+    """Put a fault relay in front of each emulator whose link faults the scenario injects."""
+    out = dict(devices)
+    for a in actions:
+        emulator = devices[a.device].setup.emulator if a.device else None
+        if a.kind == "fault" and a.fault_kind and emulator and needs_relay(emulator.server, a.fault_kind):
+            out[a.device] = replace(out[a.device], setup=replace(out[a.device].setup, relay=True))
+    return out
+
+
 def _actions(where: _Where, devices: dict[str, DevicePlan], interactive: bool) -> list[Action]:
     """Every step resolved against the rig, in order."""
     sc = where.source.scenario
@@ -234,9 +288,11 @@ def _actions(where: _Where, devices: dict[str, DevicePlan], interactive: bool) -
                 device, signal, value = f.device, None, None
                 if f.signal is not None:
                     device, signal, u = _signal(where, devices, (*loc, "fault", "signal"), f.signal)
-                    if f.value is not None:
+                    if f.value is not None and f.kind in ("stuck", "noise"):
                         value = (_value(where, (*loc, "fault", "value"), f.value, u, f.unit) if f.kind == "stuck"
                                  else units.convert_delta(f.value, u, f.unit or u))
+                if f.kind in LINK_VALUES:
+                    value = _link_value(where, (*loc, "fault", "value"), f.kind, f.value)
                 emulator = devices[device].setup.emulator
                 kinds = emulator.faults if emulator else ()
                 if f.kind not in kinds:
@@ -301,6 +357,13 @@ def _actions(where: _Where, devices: dict[str, DevicePlan], interactive: bool) -
             out.append(Action(i, "prompt", message=step.prompt.message))
         elif isinstance(step, MarkStep):
             out.append(Action(i, "mark", note=step.mark))
+        elif isinstance(step, CallStep):
+            c, setup = step.call, devices[step.call.device].setup
+            declared = setup.transport.method_names(setup.transport.parse_options(c.device, setup.options))
+            if c.method not in declared:
+                where.scenario((*loc, "call", "method"), f"device '{c.device}' on rig '{where.rig.profile.rig}' "
+                               f"has no method '{c.method}'; it declares: {', '.join(declared) or 'none'}")
+            out.append(Action(i, "call", c.device, method=c.method, args=tuple(c.args), note=c.note))
     return out
 
 
@@ -338,7 +401,7 @@ def plan(scenario: str | Path | ScenarioSource, rig: str | Path | RigSource | No
     for i, ref in enumerate(sc.sample.signals or []):
         _signal(where, devices, ("sample", "signals", i), ref)
     actions = _actions(where, devices, interactive)
-    devices = _columns(devices, actions)
+    devices = _relays(_columns(devices, actions), actions)
     signal_units = {f"{d}.{n}": spec.unit for d, p in devices.items() for n, spec in p.signals.items()}
     sampled = {f"{d}.{n}" for d, p in devices.items() for n in p.read}
     for i, e in enumerate(sc.expect):

@@ -80,7 +80,7 @@ class Samples(_Data):
 
 
 EventKind = Literal["set", "fault", "wait", "ramp", "until", "sample", "power", "reconnect", "prompt",
-                    "mark", "twin_estimate", "twin_error", "twin_restarted", "overrun", "retry",
+                    "mark", "call", "twin_estimate", "twin_error", "twin_restarted", "overrun", "retry",
                     "transport_error", "safe_state", "interrupted", "error"]
 
 

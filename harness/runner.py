@@ -263,6 +263,14 @@ class _Run:
         return Event(t=self.t, kind="prompt", message=a.message, note="acknowledged",
                      data={"waited_s": waited / NS})
 
+    def do_call(self, a: Action) -> Event:
+        args = ", ".join(map(repr, a.args))
+        ok, result = self.call(a.device, "call", f"{a.method}({args})",
+                               lambda: self.rig.transports[a.device].call(a.method, a.args))
+        return Event(t=self.t, kind="call", device=a.device, note=a.note,
+                     data={"method": a.method, "args": list(a.args), "ok": ok,
+                           **({"result": result} if ok and result is not None else {})})
+
     def do_mark(self, a: Action) -> Event:
         return Event(t=self.t, kind="mark", note=a.note)
 

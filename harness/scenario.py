@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, Union
 
 import yaml
-from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag, model_validator
+from pydantic import (AfterValidator, BeforeValidator, Discriminator, Field, StrictBool, StrictFloat, StrictInt, Tag,
+                      model_validator)
 
 from twinloop import units
 from twinloop.config import Strict, raise_in, to_ns, validate_node
@@ -102,7 +103,11 @@ class Fault(Strict):
 
     Emulated devices offer ``wedge`` (the device stops answering, connection
     kept), ``stuck`` (a sensor keeps reporting ``value``, default its present
-    reading) and ``noise`` (extra sensor noise of standard deviation ``value``).
+    reading), ``noise`` (extra sensor noise of standard deviation ``value``)
+    and link faults on the real protocol bytes: ``latency`` and ``jitter``
+    (``value`` a duration), ``drop`` and ``corrupt`` (``value`` the fraction of
+    replies hit, default all), ``cut`` (the next reply stops half way and the
+    device goes silent) and, on CAN, ``bus_off``.
     """
 
     signal: str | None = None
@@ -195,6 +200,15 @@ class Reconnect(Strict):
     device: str
 
 
+class Call(Strict):
+    """Call a device method (an OPC UA method the rig profile declares) with ``args``; its result is logged."""
+
+    device: str
+    method: str = Field(min_length=1)
+    args: list[Union[StrictBool, StrictFloat, StrictInt, str]] = Field(default_factory=list)
+    note: str = ""
+
+
 class Prompt(Strict):
     """An instruction to the operator at a real-time rig; the run waits for Enter."""
 
@@ -237,13 +251,17 @@ class PromptStep(Strict):
     prompt: Prompt
 
 
+class CallStep(Strict):
+    call: Call
+
+
 class MarkStep(Strict):
     mark: Annotated[str, Field(pattern=_NAME.pattern)]
 
 
 STEP_KINDS = {"set": SetStep, "fault": FaultStep, "wait": WaitStep, "ramp": RampStep,
               "until": UntilStep, "sample": SampleStep, "power": PowerStep,
-              "reconnect": ReconnectStep, "prompt": PromptStep, "mark": MarkStep}
+              "reconnect": ReconnectStep, "prompt": PromptStep, "mark": MarkStep, "call": CallStep}
 
 
 def _kind_of(value: Any, kinds: tuple[str, ...]) -> str | None:
@@ -510,8 +528,8 @@ def _check_refs(sc: Scenario) -> list[tuple[tuple[Any, ...], str]]:
         elif isinstance(step, SampleStep):
             for j, s in enumerate(step.sample.signals or []):
                 ref((*loc, "sample", "signals", j), s)
-        elif isinstance(step, (PowerStep, ReconnectStep)):
-            kind = "power" if isinstance(step, PowerStep) else "reconnect"
+        elif isinstance(step, (PowerStep, ReconnectStep, CallStep)):
+            kind = {PowerStep: "power", ReconnectStep: "reconnect", CallStep: "call"}[type(step)]
             dev((*loc, kind, "device"), getattr(step, kind).device)
     for i, signal in enumerate(sc.sample.signals or []):
         ref(("sample", "signals", i), signal)

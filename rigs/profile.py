@@ -16,7 +16,8 @@ class DeviceBinding(Strict):
     """One device on a rig: a real address, or an emulator started on loopback.
 
     ``safe_state`` (signal -> value, in the signal's unit) is written on every
-    way out of a run: pass, fail, error, Ctrl-C or SIGTERM.
+    way out of a run: pass, fail, error, Ctrl-C or SIGTERM. ``server`` holds an
+    emulator's protocol server options (an OPC UA server's security settings).
     """
 
     address: str | None = None
@@ -25,6 +26,7 @@ class DeviceBinding(Strict):
     params: dict[str, float] = Field(default_factory=dict)
     signals: dict[str, dict[str, Any]] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
+    server: dict[str, Any] = Field(default_factory=dict)
     safe_state: dict[str, float] = Field(default_factory=dict)
     timeout: float = 1.0
 
@@ -36,6 +38,8 @@ class DeviceBinding(Strict):
             raise ValueError("give exactly one of 'address' (a real device) or 'emulator'")
         if self.address is not None and not self.signals:
             raise ValueError("a device reached by 'address' needs a 'signals' map")
+        if self.address is not None and self.server:
+            raise ValueError("'server' options are for an emulator's protocol server, not a real device")
         if self.timeout <= 0:
             raise ValueError("timeout must be greater than 0 s")
         return self

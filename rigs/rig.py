@@ -28,6 +28,9 @@ class DeviceSetup:
     emulator: type | None = None
     emulator_params: dict[str, float] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    #: The emulator's protocol server options (validated), and whether a fault relay stands in front.
+    server_options: Any = None
+    relay: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,8 @@ class Rig:
                     lock.acquire()
                     self.locks.append(lock)
                 if setup.emulator is not None:
-                    emulator = setup.emulator.build(**setup.emulator_params)
+                    emulator = setup.emulator.build(relay=setup.relay, server_options=setup.server_options,
+                                                    **setup.emulator_params)
                     self.emulators[name] = emulator.start()
                     address = emulator.address
                 transport = setup.transport(name, address, setup.signals, timeout=setup.timeout,
@@ -139,43 +143,63 @@ class Rig:
 
         ``wedge``: the device keeps its connection but stops answering, so every
         call on it runs into the transport's timeout. ``stuck``/``noise``: a
-        sensor fault on ``signal`` (see ``EmulatedDevice.fault``).
+        sensor fault on ``signal`` (see ``EmulatedDevice.fault``). Link faults
+        (``latency``, ``jitter``, ``drop``, ``corrupt``, ``cut``, CAN's
+        ``bus_off``) hit the bytes or frames between device and harness (see
+        ``LinkFaults``).
         """
         server = self._server(device)
-        if kind == "wedge":
-            server.wedge()
-        else:
-            try:
+        try:
+            if kind == "wedge" and getattr(server, "can_hang", True):
+                server.wedge()
+            elif kind in ("stuck", "noise"):
                 self.emulators[device].device.fault(kind, signal, value)
-            except ValueError as err:
-                raise TwinloopError(f"device '{device}': {err}") from None
+            else:
+                self._link(device).set(kind, value)
+        except ValueError as err:
+            raise TwinloopError(f"device '{device}': {err}") from None
         if duration is not None:
             self.fault_timers[(device, kind, signal)] = duration
 
+    def _link(self, device: str) -> Any:
+        link = self.emulators[device].link
+        if link is None:
+            raise TwinloopError(f"device '{device}': link faults need the fault relay, which the plan "
+                                "starts only for scenarios that inject them")
+        return link
+
     def end_fault(self, device: str, kind: str, signal: str | None = None) -> None:
         """End an injected fault."""
-        if kind == "wedge":
-            self._server(device).unwedge()
-        else:
+        server = self._server(device)
+        if kind == "wedge" and getattr(server, "can_hang", True):
+            server.unwedge()
+        elif kind in ("stuck", "noise"):
             self.emulators[device].device.clear(signal)
+        else:
+            self._link(device).clear(kind)
 
     def power(self, device: str, on: bool) -> None:
         """Switch an emulated device off (it stops listening, its load drops) or on again (same address)."""
         server = self._server(device)
+        emulator = self.emulators[device]
         if on:
-            server.start()
+            emulator.start()
             return
-        server.unwedge()
-        for key in [k for k in self.fault_timers if k[0] == device and k[1] == "wedge"]:
+        server.unwedge()  # a hung device restarts with its power; link faults are the cable's and stay
+        if emulator.link is not None:
+            emulator.link.clear("wedge")
+        for key in [k for k in self.fault_timers if k[0] == device and k[1] in ("wedge", "cut", "bus_off")]:
             del self.fault_timers[key]
-        server.stop()
-        if hasattr(self.emulators[device], "power_off"):
-            self.emulators[device].power_off()
+        emulator.stop()
+        emulator.power_off()
 
     def faulted(self, device: str) -> bool:
-        """True while an injected fault keeps ``device`` from answering (its errors are expected)."""
-        server = getattr(self.emulators.get(device), "server", None)
-        return bool(server is not None and server.wedged)
+        """True while an injected fault disturbs ``device``'s link or answers (its errors are expected)."""
+        emulator = self.emulators.get(device)
+        if emulator is None:
+            return False
+        link = emulator.link
+        return bool(emulator.server.wedged or (link is not None and link.active))
 
     def apply_safe_state(self) -> list[SafeStateResult]:
         """Write each open device's safe state; a failure is reported, never raised."""

@@ -7,7 +7,7 @@ and the event log once; each protocol implements only the ``_`` methods.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Sequence
 from urllib.parse import SplitResult, urlsplit
 
 from pydantic import ValidationError
@@ -139,6 +139,31 @@ class Transport(ABC):
             raise
         except Exception as err:
             raise TransportOperationError(f"{self._where()}: write {name}={value} failed: {err}") from err
+
+    @classmethod
+    def method_names(cls, options: Strict) -> tuple[str, ...]:
+        """Device methods a profile's ``options.methods`` declares (checked at plan); none by default."""
+        return tuple(getattr(options, "methods", None) or ())
+
+    def call(self, method: str, args: Sequence[Any] = ()) -> Any:
+        """Call device method ``method`` (declared in the profile's ``options.methods``) with ``args``.
+
+        Returns what the device returns (None, a value, or a list of values).
+        """
+        if method not in self.method_names(self.options):
+            known = ", ".join(self.method_names(self.options)) or "none"
+            raise TransportOperationError(f"{self._where()}: no method '{method}'; declared: {known}")
+        self._reopen()
+        try:
+            return self._call(method, list(args))
+        except TransportError:
+            raise
+        except Exception as err:
+            raise TransportOperationError(f"{self._where()}: call {method}{tuple(args)} failed: {err}") from err
+
+    def _call(self, method: str, args: list[Any]) -> Any:
+        """Protocols with methods (OPC UA) override this."""
+        raise TransportOperationError(f"{self._where()}: {type(self).__name__} has no methods to call")
 
     def _reopen(self) -> None:
         """A connection closed after a failure (or never opened) is opened again before the next call."""

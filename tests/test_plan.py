@@ -64,6 +64,10 @@ def test_smoke_plans_on_the_emulated_and_a_bench_rig(tmp_path: Path) -> None:
      "the twin of 'module' needs 'module.power'"),
     ("unit: W", "unit: degC", 22, "steps[0].set.value", "is [temperature], but the signal's unit 'W'"),
     ("signal: module.power, value: 30, unit: W", "signal: module.temperature, value: 30", 22, "steps[0].set.signal", "module.temperature is read-only"),
+    ("- set: {signal: module.power, value: 30, unit: W}", "- call: {device: module, method: reset}", 22,
+     "steps[0].call.method", "device 'module' on rig 'emulated' has no method 'reset'; it declares: none"),
+    ("- set: {signal: module.power, value: 30, unit: W}", "- fault: {device: module, kind: latency}", 22,
+     "steps[0].fault", "fault 'latency' needs a 'value': a duration such as 50 ms"),
 ])
 def test_scenario_errors_are_found_at_plan(tmp_path: Path, old: str, new: str, line: int, key: str,
                                            words: str) -> None:
@@ -92,6 +96,16 @@ def test_rig_errors_are_found_at_plan(tmp_path: Path, old: str, new: str, line: 
     where = (err.value.file, err.value.line, err.value.key)
     expected_file = str(SMOKE) if key == "devices.module" else str(path)
     assert where == (expected_file, line if expected_file == str(path) else 14, key)
+
+
+def test_emulator_server_options_are_checked_at_plan(tmp_path: Path) -> None:
+    path = tmp_path / "rig.yaml"
+    path.write_text("rig: emulated\ndevices:\n  module:\n    emulator: power_module\n"
+                    "    server: {port: 5020}\n")
+    with pytest.raises(ConfigError) as err:
+        plan(SMOKE, path)
+    assert (err.value.line, err.value.key) == (5, "devices.module.server")
+    assert "the modbus+tcp emulator takes no server options" in str(err.value)
 
 
 def test_emulator_params_are_checked_at_plan(tmp_path: Path) -> None:

@@ -5,8 +5,13 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
+from pydantic import BaseModel, ValidationError
+
+from twinloop.errors import ConfigError
 from twinloop.rigs.device import EmulatedDevice
+from twinloop.rigs.emulators.link import LINK_FAULTS, FaultyLink, LinkFaults
 
 
 class ProtocolServer(Protocol):
@@ -53,21 +58,49 @@ class Hangs:
 
 
 def fault_kinds(server: type) -> tuple[str, ...]:
-    """``wedge`` (the server stops answering, connection kept) where the server can hang, and the
-    device's sensor faults ``stuck`` and ``noise``."""
-    return (*(("wedge",) if getattr(server, "can_hang", True) else ()), "stuck", "noise")
+    """``wedge`` (the device stops answering, connection kept), the device's sensor faults ``stuck``
+    and ``noise``, the link faults (``LINK_FAULTS``) and any the protocol adds (CAN's ``bus_off``)."""
+    return ("wedge", "stuck", "noise", *LINK_FAULTS, *getattr(server, "extra_faults", ()))
+
+
+def needs_relay(server: type, kind: str) -> bool:
+    """True if fault ``kind`` on this server is applied by a ``FaultyLink`` relay in front of it.
+
+    Servers on a pty or a CAN bus carry their own ``link``; TCP servers get a
+    relay, and one that cannot hang by itself (OPC UA) is wedged by its relay.
+    """
+    if getattr(server, "has_link", False):
+        return False
+    return kind in LINK_FAULTS or (kind == "wedge" and not getattr(server, "can_hang", True))
 
 
 class Emulator:
-    """A device and the server that speaks for it; the rig steps the device and drives the server."""
+    """A device and the server that speaks for it; the rig steps the device and drives the server.
 
-    def __init__(self, device: EmulatedDevice, server: ProtocolServer) -> None:
+    With ``relay`` a ``FaultyLink`` on 127.0.0.1 stands in front of a TCP
+    server and clients reach the server through it, so link faults hit real
+    bytes. Servers on a pty or a CAN bus apply their own ``link`` faults.
+    """
+
+    def __init__(self, device: EmulatedDevice, server: ProtocolServer, relay: bool = False) -> None:
         self.device, self.server = device, server
+        self.relay: FaultyLink | None = None
+        own = getattr(server, "link", None)
+        if isinstance(own, LinkFaults):
+            self.link: LinkFaults | None = own
+        elif relay:
+            self.link = LinkFaults()
+            self.relay = FaultyLink(lambda: _host_port(server.address), self.link)
+        else:
+            self.link = None
 
     @property
     def address(self) -> str:
-        """Transport URL of the running server."""
-        return self.server.address
+        """Transport URL clients use: the server's, or its relay's when one stands in front."""
+        if self.relay is None:
+            return self.server.address
+        url = urlsplit(self.server.address)
+        return urlunsplit(url._replace(netloc=f"{self.relay.host}:{self.relay.port}"))
 
     @property
     def values(self) -> dict[str, float]:
@@ -76,15 +109,18 @@ class Emulator:
 
     def start(self) -> "Emulator":
         self.server.start()
+        if self.relay is not None:
+            self.relay.start()
         return self
 
-
     def stop(self) -> None:
+        if self.relay is not None:
+            self.relay.stop()
         self.server.stop()
 
     def close(self) -> None:
         """Stop for good, releasing what the server holds open between power cycles (a pty)."""
-        self.server.stop()
+        self.stop()
         if hasattr(self.server, "close"):
             self.server.close()
 
@@ -147,7 +183,39 @@ class EmulatorKind:
         """Build the device with ``params`` (no server, nothing started); raises on bad ones."""
         self.device.check_params(**params)
 
-    def build(self, host: str = "127.0.0.1", **params: Any) -> Emulator:
-        """A device with ``params`` and its server on ``host`` (port chosen by the system)."""
+    def server_options(self, options: dict[str, Any]) -> BaseModel | None:
+        """Validate a rig profile's ``server:`` options with the protocol server's model (None if empty).
+
+        Raises ConfigError with the key at fault.
+        """
+        model = getattr(self.server, "options_model", None)
+        if not options:
+            return None
+        if model is None:
+            raise ConfigError(f"the {self.scheme} emulator takes no server options", key="server")
+        try:
+            return model.model_validate(options)
+        except ValidationError as err:
+            first = err.errors()[0]
+            key = ".".join(str(p) for p in first["loc"])
+            message = (f"unknown server option '{first['loc'][-1]}'" if first["type"] == "extra_forbidden"
+                       else first["msg"])
+            raise ConfigError(message, key=f"server.{key}" if key else "server") from None
+
+    def build(self, host: str = "127.0.0.1", *, relay: bool = False, server_options: BaseModel | None = None,
+              **params: Any) -> Emulator:
+        """A device with ``params`` and its server on ``host`` (port chosen by the system).
+
+        ``relay``: put a ``FaultyLink`` in front (the scenario injects link
+        faults); ``server_options``: validated by ``server_options``.
+        """
         device = self.device(**params)
-        return Emulator(device, self.server(device, host=host))
+        extra = {"options": server_options} if server_options is not None else {}
+        return Emulator(device, self.server(device, host=host, **extra), relay=relay)
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    url = urlsplit(address)
+    if url.hostname is None or url.port is None:
+        raise ConfigError(f"link faults need a TCP address or a server with its own link; got {address!r}")
+    return url.hostname, url.port

@@ -131,20 +131,22 @@ class ModbusRtuDeviceServer(ModbusDeviceServer):
     """
 
     scheme = "modbus+rtu"
+    has_link = True
 
     def __init__(self, device: EmulatedDevice, host: str = "127.0.0.1", unit: int = 1,
                  signals: Mapping[str, ModbusSignal] | None = None) -> None:
         from twinloop.rigs.emulators.serial_link import NullModem
 
         super().__init__(device, host=host, unit=unit, signals=signals)
-        self.link = NullModem()
+        self.line = NullModem()
+        self.link = self.line.faults  # link faults apply to the slave's replies on the line
 
     @property
     def address(self) -> str:
-        return f"modbus+rtu://{self.link.host_path}?baudrate=115200&unit={self.unit}"
+        return f"modbus+rtu://{self.line.host_path}?baudrate=115200&unit={self.unit}"
 
     def _server(self, device: SimDevice) -> Any:
-        return ModbusSerialServer(device, port=self.link.device_path, framer=FramerType.RTU, baudrate=115200)
+        return ModbusSerialServer(device, port=self.line.device_path, framer=FramerType.RTU, baudrate=115200)
 
     def _bound(self, server: Any) -> None:
         pass
@@ -152,7 +154,7 @@ class ModbusRtuDeviceServer(ModbusDeviceServer):
     def close(self) -> None:
         """Stop and release the line."""
         self.stop()
-        self.link.close()
+        self.line.close()
 
 
 class ModbusEmulator(Emulator):

@@ -19,6 +19,7 @@ from typing import Any
 from twinloop.errors import TransportInitError
 from twinloop.rigs.device import EmulatedDevice
 from twinloop.rigs.emulators.base import Hangs
+from twinloop.rigs.emulators.link import HeldReplies, LinkFaults
 
 
 class _Instrument(Hangs):
@@ -135,12 +136,14 @@ class ScpiPtyServer(_Instrument):
     """
 
     scheme = "scpi+serial"
+    has_link = True
 
     def __init__(self, device: EmulatedDevice, host: str = "127.0.0.1") -> None:
         super().__init__(device)
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)
         self.path = os.ttyname(self._slave)
+        self.link = LinkFaults()  # link faults apply to the instrument's replies on the line
         self._on = threading.Event()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._serve, name=f"scpi-pty-{self.path}", daemon=True)
@@ -152,11 +155,13 @@ class ScpiPtyServer(_Instrument):
 
     def _serve(self) -> None:
         buffer = b""
+        replies = HeldReplies(self.link, lambda data: os.write(self._master, data))
         while not self._closed.is_set():
-            ready, _, _ = select.select([self._master], [], [], 0.05)
-            if not ready:
-                continue
+            ready, _, _ = select.select([self._master], [], [], replies.wait(0.05))
             try:
+                replies.deliver()
+                if not ready:
+                    continue
                 chunk = os.read(self._master, 4096)
             except OSError:
                 return
@@ -165,7 +170,7 @@ class ScpiPtyServer(_Instrument):
                 raw, buffer = buffer.split(b"\n", 1)
                 reply = self.answer(raw.decode("ascii", errors="replace")) if self._on.is_set() else None
                 if reply is not None:
-                    os.write(self._master, reply.encode("ascii") + b"\n")
+                    replies.send(reply.encode("ascii") + b"\n")
 
     def start(self) -> None:
         self._on.set()

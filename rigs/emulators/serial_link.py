@@ -8,31 +8,38 @@ import select
 import threading
 import tty
 
+from twinloop.rigs.emulators.link import HeldReplies, LinkFaults
+
 
 class NullModem:
     """Two ptys whose bytes are copied across by one thread; ``device_path`` for the emulator,
-    ``host_path`` for the harness."""
+    ``host_path`` for the harness. ``faults`` (link faults) apply to what the device sends."""
 
     def __init__(self) -> None:
         self._fds = [os.openpty(), os.openpty()]
         for _, slave in self._fds:
             tty.setraw(slave)
         self.device_path, self.host_path = (os.ttyname(slave) for _, slave in self._fds)
+        self.faults = LinkFaults()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._pump, name="null-modem", daemon=True)
         self._thread.start()
 
     def _pump(self) -> None:
         (a, _), (b, _) = self._fds
-        other = {a: b, b: a}
+        replies = HeldReplies(self.faults, lambda data: os.write(b, data))  # what the device sends
         while not self._closed.is_set():
-            ready, _, _ = select.select([a, b], [], [], 0.05)
-            for fd in ready:
-                try:
+            ready, _, _ = select.select([a, b], [], [], replies.wait(0.05))
+            try:
+                for fd in ready:
                     data = os.read(fd, 4096)
-                    os.write(other[fd], data)
-                except OSError:
-                    return
+                    if fd == a:
+                        replies.send(data)
+                    else:
+                        os.write(a, data)
+                replies.deliver()
+            except OSError:
+                return
 
     def close(self) -> None:
         """Cut the cable and release both ptys."""
