@@ -120,20 +120,12 @@ def _emulator(where: _Where, name: str, binding: DeviceBinding) -> EmulatorKind:
 
 def _server_options(where: _Where, name: str, kind: EmulatorKind, binding: DeviceBinding) -> Any:
     """The emulator's ``server:`` options, validated, with file paths taken from the rig profile's folder."""
-    options = dict(binding.server)
-    if where.rig.text is not None:
-        folder = Path(where.rig.path).parent
-        for key in getattr(kind.server, "path_options", ()):
-            value = options.get(key)
-            if isinstance(value, str) and not Path(value).is_absolute():
-                options[key] = str(folder / value)
-            elif isinstance(value, list):
-                options[key] = [str(folder / v) if isinstance(v, str) and not Path(v).is_absolute() else v
-                                for v in value]
+    folder = Path(where.rig.path).parent if where.rig.text is not None else None
     try:
-        return kind.server_options(options)
+        return kind.server_options(binding.server, folder)
     except ConfigError as err:
-        where.rig_device(name, tuple((err.key or "server").split(".")), f"device '{name}': {err}")
+        where.rig_device(name, tuple((err.key or "server").split(".")),
+                         f"device '{name}': {str(err).split(': ', 1)[-1]}")
 
 
 def _device(where: _Where, name: str, binding: DeviceBinding, wanted: set[str] | None,

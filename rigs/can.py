@@ -2,10 +2,12 @@
 
 Addresses name a python-can interface and channel: ``can+virtual://bench0``,
 ``can+socketcan://can0``, ``can+socketcand://127.0.0.1:29536/can0``,
-``can+pcan://PCAN_USBBUS1``. Received frames go into a last-value cache;
-``read`` drains what has arrived and needs a frame of each message it reads
-that came after the previous read, waiting up to the device timeout for one:
-a CAN bus gives no other sign that a node died. Error frames (bus errors, bus-off) become transport errors.
+``can+pcan://PCAN_USBBUS1``. ``read`` drains what has arrived, keeping the
+last frame of each message the signal map reads, and needs a frame of each
+message it reads that came after the previous read, waiting up to the device
+timeout for one: a CAN bus gives no other sign that a node died. Only the
+frames a read returns are decoded. Error frames become transport errors naming
+their SocketCAN error class (a CRC error is a protocol violation; bus-off).
 Writes encode the whole command message (the other signals keep their last
 value) and, with ``options.periodic``, the message is sent again on that period.
 """
@@ -13,18 +15,46 @@ value) and, with ``options.periodic``, the message is sent again on that period.
 from __future__ import annotations
 
 import logging
+import socket
 import time
-from pathlib import Path
 from typing import Any, ClassVar, Mapping
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
 from twinloop.config import Strict, parse_duration
-from twinloop.errors import ConfigError, TransportInitError, TransportOperationError, TransportTimeoutError
+from twinloop.errors import (ConfigError, TransportError, TransportInitError, TransportOperationError,
+                             TransportTimeoutError)
 from twinloop.rigs.transport import SignalSpec, Transport
 
 logging.getLogger("can").setLevel(logging.ERROR)
+
+CAN_EFF_FLAG = 0x80000000  # marks an extended identifier in the keys of frames read
+#: SocketCAN error classes (linux/can/error.h): an error frame's arbitration id is a set of them.
+CAN_ERR_PROT = 0x008
+CAN_ERR_BUSOFF = 0x040
+CAN_ERR_RESTARTED = 0x100
+ERROR_CLASSES = {0x001: "TX timeout", 0x002: "lost arbitration", 0x004: "controller problem",
+                 CAN_ERR_PROT: "protocol violation", 0x010: "transceiver problem", 0x020: "no ACK",
+                 CAN_ERR_BUSOFF: "bus-off", 0x080: "bus error", CAN_ERR_RESTARTED: "controller restarted",
+                 0x200: "error counter warning"}
+#: Where in a frame a protocol violation was seen (data[3]): the CRC sequence or its delimiter.
+CAN_ERR_PROT_LOC_CRC = (0x08, 0x18)
+
+
+def error_frame(classes: int, data: bytes = b"") -> Any:
+    """A SocketCAN error frame of ``classes`` (e.g. ``CAN_ERR_BUSOFF``), as a CAN controller reports one."""
+    import can
+
+    return can.Message(arbitration_id=classes, is_error_frame=True, is_extended_id=True,
+                       data=data.ljust(8, b"\0"))
+
+
+def describe_error(classes: int, crc: bool = False) -> str:
+    """The error classes of ``classes`` in words, e.g. ``bus-off`` or ``protocol violation (CRC error)``."""
+    names = [("protocol violation (CRC error)" if bit == CAN_ERR_PROT and crc else name)
+             for bit, name in ERROR_CLASSES.items() if classes & bit]
+    return ", ".join(names) or "unknown error class"
 
 
 class CanSignal(SignalSpec):
@@ -66,7 +96,7 @@ def bus_args(address: str) -> dict[str, Any]:
 
 
 class CanTransport(Transport):
-    """Decoded frames into a cache; command messages encoded whole."""
+    """The last frame of each message read, decoded when read; command messages encoded whole."""
 
     scheme: ClassVar[str] = "can"
     signal_spec = CanSignal
@@ -79,11 +109,17 @@ class CanTransport(Transport):
         self.bus_args = bus_args(self.address)
         self.db = self.load_dbc(self.device, self.signals, self.options)
         self.bus: Any = None
-        self.cache: dict[str, dict[str, float]] = {}
-        self.fresh: set[str] = set()  # messages received since they were last read
+        self.can_error: type[Exception] = Exception  # python-can's CanError, once open
+        self.messages = {m: self.db.get_message_by_name(m) for m in {s.message for s in self.signals.values()}}
+        #: Message read by frame key (the arbitration id, with CAN_EFF_FLAG for an extended one).
+        self.keys = {m.frame_id | (CAN_EFF_FLAG if m.is_extended_frame else 0): name
+                     for name, m in self.messages.items()}
+        self.plans: dict[tuple[str, ...], Any] = {}  # see _plan
+        self.fresh: dict[str, bytearray] = {}  # data of the last frame of each message since it was last read
         self.commands: dict[str, dict[str, float]] = {}
         self.tasks: dict[str, Any] = {}
-        self.error: str | None = None
+        self.error_classes = self.error_frames = 0  # error frames since the last read
+        self.crc_error = False
 
     @classmethod
     def check(cls, device: str, address: str | None, signals: Mapping[str, SignalSpec], options: Strict) -> None:
@@ -118,11 +154,36 @@ class CanTransport(Transport):
         kwargs = dict(self.bus_args)
         if self.options.bitrate:
             kwargs["bitrate"] = self.options.bitrate
+        if kwargs["interface"] == "socketcand":
+            self._reach(kwargs["host"], kwargs["port"])
         try:
             self.bus = can.Bus(**kwargs)
         except (can.CanError, OSError, ValueError, ImportError) as err:
             raise TransportInitError(f"{self._where()}: cannot open the CAN bus: {err}") from err
-        self.cache, self.fresh, self.error = {}, set(), None
+        self.fresh, self.error_classes, self.error_frames, self.crc_error = {}, 0, 0, False
+        self.can_error = can.CanError
+
+    def _reach(self, host: str, port: int) -> None:
+        """Fail fast if no socketcand server listens (python-can's client retries for 10 s)."""
+        try:
+            socket.create_connection((host, port), timeout=self.timeout).close()
+        except OSError as err:
+            raise TransportInitError(f"{self._where()}: no socketcand server at {host}:{port}: {err}") from err
+
+    def _lost(self) -> bool:
+        """True if a socketcand server closed our connection, which python-can's client reads as silence.
+
+        Peeks at the client's socket (a name private to python-can 4.x; without it, never lost).
+        """
+        sock = getattr(self.bus, "_SocketCanDaemonBus__socket", None)
+        if sock is None:
+            return False
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
 
     def _close(self) -> None:
         for task in self.tasks.values():
@@ -132,46 +193,93 @@ class CanTransport(Transport):
             self.bus.shutdown()
             self.bus = None
 
-    def _take(self, frame: Any) -> None:
-        if frame.is_error_frame:
-            self.error = f"error frame on the bus (id 0x{frame.arbitration_id:x}, data {frame.data.hex()})"
-            return
-        try:
-            message = self.db.get_message_by_frame_id(frame.arbitration_id)
-        except KeyError:
-            return  # traffic of other nodes
-        self.cache[message.name] = dict(message.decode(frame.data, decode_choices=False))
-        self.fresh.add(message.name)
+    def _error(self, frame: Any) -> None:
+        classes = frame.arbitration_id & 0x1FFFFFFF
+        if classes == CAN_ERR_RESTARTED:
+            return  # the controller is back after a bus-off: news, not a failure
+        self.error_classes |= classes
+        self.error_frames += 1
+        data = frame.data
+        self.crc_error |= bool(classes & CAN_ERR_PROT and len(data) > 3 and data[3] in CAN_ERR_PROT_LOC_CRC)
 
     def _drain(self, wait_s: float = 0.0) -> None:
-        import can
-
+        """Take every frame that has arrived (waiting up to ``wait_s`` for the first): one dict store each."""
+        recv, keys, fresh = self.bus.recv, self.keys, self.fresh
         try:
-            frame = self.bus.recv(timeout=wait_s)
+            frame = recv(wait_s)
             while frame is not None:
-                self._take(frame)
-                frame = self.bus.recv(timeout=0)
-        except can.CanError as err:
+                if frame.is_error_frame:
+                    self._error(frame)
+                else:
+                    name = keys.get(frame.arbitration_id | CAN_EFF_FLAG if frame.is_extended_id
+                                    else frame.arbitration_id)
+                    if name is not None:  # else traffic of other nodes, or a message no signal reads
+                        fresh[name] = frame.data
+                frame = recv(0.0)
+        except self.can_error as err:
             raise TransportOperationError(f"{self._where()}: bus error: {err}") from err
 
+    def _raise_error(self) -> None:
+        n, classes, crc = self.error_frames, self.error_classes, self.crc_error
+        self.error_classes, self.error_frames, self.crc_error = 0, 0, False
+        raise TransportOperationError(f"{self._where()}: error frame on the bus: {describe_error(classes, crc)} "
+                                      f"(class 0x{classes:x}{f', {n} frames' if n > 1 else ''})")
+
+    def _plan(self, names: tuple[str, ...]) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+        """The messages a read of ``names`` needs, each with the (name, DBC signal) pairs it carries."""
+        plan = self.plans.get(names)
+        if plan is None:
+            by_message: dict[str, list[tuple[str, str]]] = {}
+            for n in names:
+                spec = self.signals[n]
+                by_message.setdefault(spec.message, []).append((n, spec.signal))
+            plan = self.plans[names] = tuple((m, tuple(pairs)) for m, pairs in by_message.items())
+        return plan
+
     def _read(self, specs: Mapping[str, CanSignal]) -> dict[str, float]:
+        plan = self._plan(tuple(specs))
         self._drain()
-        needed = {s.message for s in specs.values()}
-        deadline = time.monotonic() + self.timeout
+        fresh, deadline = self.fresh, None
         while True:
-            if self.error:
-                error, self.error = self.error, None
-                raise TransportOperationError(f"{self._where()}: {error}")
-            quiet = needed - self.fresh
+            if self.error_frames:
+                self._raise_error()
+            quiet = [m for m, _ in plan if m not in fresh]
             if not quiet:
                 break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            deadline = deadline or now + self.timeout
+            if now >= deadline:
                 raise TransportTimeoutError(f"{self._where()}: no frame of {', '.join(sorted(quiet))} within "
                                             f"{self.timeout} s")
-            self._drain(min(remaining, 0.05))
-        self.fresh -= needed
-        return {n: float(self.cache[s.message][s.signal]) for n, s in specs.items()}
+            self._drain(min(deadline - now, 0.05))
+            if self._lost():
+                self.close()  # the next call connects again
+                raise TransportOperationError(f"{self._where()}: the socketcand server closed the connection")
+        out = {}
+        for m, pairs in plan:
+            values = self.messages[m].decode(fresh.pop(m), decode_choices=False)
+            for n, signal in pairs:
+                out[n] = float(values[signal])
+        return out
+
+    def _present(self, message: Any) -> dict[str, float]:
+        """Starting values of a command message: what the device reports for each signal it commands.
+
+        A command frame carries every signal at once, so the first write must not
+        reset the others (writing ``power`` must not switch the fan off). Signals
+        the device does not report, or a device that stays silent, start at the
+        DBC's initial values.
+        """
+        values = {s.name: (s.initial or 0) for s in message.signals}
+        reported = {n: spec for n, spec in self.signals.items() if spec.set_message == message.name}
+        try:
+            present = self._read(reported)
+        except TransportError:
+            return values
+        for n, spec in reported.items():
+            if spec.set_signal in values:
+                values[spec.set_signal] = present[n]
+        return values
 
     def _write(self, name: str, spec: CanSignal, raw: float) -> None:
         import can
@@ -179,7 +287,9 @@ class CanTransport(Transport):
         if spec.set_message is None:
             raise TransportOperationError(f"{self._where()}: '{name}' has no set_message/set_signal in the rig profile")
         message = self.db.get_message_by_name(spec.set_message)
-        values = self.commands.setdefault(spec.set_message, {s.name: (s.initial or 0) for s in message.signals})
+        values = self.commands.get(spec.set_message)
+        if values is None:
+            values = self.commands[spec.set_message] = self._present(message)
         values[spec.set_signal] = raw
         try:
             data = message.encode(values, strict=True)
@@ -195,5 +305,7 @@ class CanTransport(Transport):
                 else:
                     task.modify_data(frame)
             self.bus.send(frame, timeout=self.timeout)
-        except can.CanError as err:
+        except (can.CanError, OSError) as err:
+            if isinstance(err, OSError):
+                self.close()  # a socketcand connection is gone: the next call connects again
             raise TransportOperationError(f"{self._where()}: sending {spec.set_message} failed: {err}") from err

@@ -38,7 +38,8 @@ protocols: Registry[type] = Registry(
      "scpi": "twinloop.rigs.emulators.scpi_server:ScpiSocketServer",
      "scpi-pty": "twinloop.rigs.emulators.scpi_server:ScpiPtyServer",
      "opcua": "twinloop.rigs.emulators.opcua_server:OpcUaDeviceServer",
-     "can": "twinloop.rigs.emulators.can_node:CanDeviceNode"},
+     "can": "twinloop.rigs.emulators.can_node:CanDeviceNode",
+     "can-socketcand": "twinloop.rigs.emulators.can_node:CanSocketcandNode"},
     error=TransportUnavailableError,
 )
 

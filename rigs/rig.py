@@ -96,6 +96,7 @@ class Rig:
         self.transports: dict[str, Transport] = {}
         self.emulators: dict[str, Any] = {}
         self.fault_timers: dict[tuple[str, str, str | None], float] = {}  # (device, kind, signal) -> s left
+        self.fault_ended: dict[str, float] = {}  # device -> time.monotonic() its last link fault ended
 
     def open(self) -> "Rig":
         """Start emulators and open every transport; on failure closes what opened."""
@@ -177,6 +178,7 @@ class Rig:
             self.emulators[device].device.clear(signal)
         else:
             self._link(device).clear(kind)
+            self.fault_ended[device] = time.monotonic()
 
     def power(self, device: str, on: bool) -> None:
         """Switch an emulated device off (it stops listening, its load drops) or on again (same address)."""
@@ -194,12 +196,17 @@ class Rig:
         emulator.power_off()
 
     def faulted(self, device: str) -> bool:
-        """True while an injected fault disturbs ``device``'s link or answers (its errors are expected)."""
+        """True while an injected fault disturbs ``device``'s link or answers, and for one device timeout
+        after a link fault ends (its errors are expected)."""
         emulator = self.emulators.get(device)
         if emulator is None:
             return False
         link = emulator.link
-        return bool(emulator.server.wedged or (link is not None and link.active))
+        if emulator.server.wedged or (link is not None and link.active):
+            return True
+        # what a link fault sent before it ended (CAN error frames) may still arrive for one timeout
+        ended = self.fault_ended.get(device)
+        return ended is not None and time.monotonic() - ended < self.devices[device].timeout
 
     def apply_safe_state(self) -> list[SafeStateResult]:
         """Write each open device's safe state; a failure is reported, never raised."""

@@ -1,8 +1,9 @@
 """Serve a rig profile's emulators on 127.0.0.1 on their own, stepping their physics in real time.
 
 ``twinloop emulate rigs/profiles/emulated.yaml`` lets a bench engineer point
-other tools (a Modbus poller, UaExpert, a terminal) at the same emulated
-devices twinloop's scenarios run against.
+other tools (a Modbus poller, UaExpert, a terminal, a socketcand client) at
+the same emulated devices twinloop's scenarios run against. A CAN node is
+served through a socketcand server on 127.0.0.1 (``can+socketcand://...``).
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from twinloop.config import raise_at
 from twinloop.errors import ConfigError
 from twinloop.rigs.emulators.base import Emulator
 from twinloop.rigs.profile import RigSource
@@ -38,11 +41,19 @@ class EmulatorHost:
         for name, binding in rig.profile.devices.items():
             if binding.emulator is None:
                 continue
-            if binding.protocol == "can":
-                raise ConfigError(f"device '{name}': an emulated CAN node lives on the in-process virtual bus "
-                                  "and cannot be served to other processes", file=rig.path)
-            kind = emulator_kind(binding.emulator, binding.protocol)
-            self.served.append(Served(name, kind.build(**binding.params), kind.signal_map, kind.transport_options))
+            # the in-process virtual bus cannot reach other processes: a CAN node is served through socketcand
+            protocol = "can-socketcand" if binding.protocol == "can" else binding.protocol
+            kind = emulator_kind(binding.emulator, protocol)
+            try:
+                options = kind.server_options(binding.server, Path(rig.path).parent if rig.text else None)
+            except ConfigError as err:
+                message = f"device '{name}': {str(err).split(': ', 1)[-1]}"
+                loc = ("devices", name, *(err.key or "server").split("."))
+                if rig.text is None:
+                    raise ConfigError(message, file=rig.path) from None
+                raise_at(Path(rig.path), rig.text, loc, message)
+            emulator = kind.build(server_options=options, **binding.params)
+            self.served.append(Served(name, emulator, kind.signal_map, kind.transport_options))
         if not self.served:
             raise ConfigError("the rig profile declares no emulators", file=rig.path)
         self._halt = threading.Event()

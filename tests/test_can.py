@@ -43,6 +43,15 @@ def test_status_frames_are_decoded_and_commands_encoded(node) -> None:
         assert values["temperature"] > 100
 
 
+def test_the_first_command_keeps_the_values_the_device_reports_for_the_others(node) -> None:
+    """A command frame carries power and fan together: writing power must not switch the fan off."""
+    with transport(node) as t:
+        assert t.read(["fan"]) == {"fan": 1.0}
+        t.write("power", 40.0)
+        node.step(0.1)
+        assert t.read(["power", "fan"]) == {"power": 40.0, "fan": 1.0}
+
+
 def test_a_silent_node_is_a_timeout_and_an_error_frame_an_error(node) -> None:
     with transport(node) as t:
         assert t.read(["ambient"]) == {"ambient": 25.0}

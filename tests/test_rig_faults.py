@@ -23,7 +23,7 @@ steps:
 expect:
   - {name: tj, signal: module.temperature, max: 125 degC}
 """
-PROTOCOLS = ["modbus", "modbus-rtu", "scpi", "scpi-pty", "opcua", "can"]
+PROTOCOLS = ["modbus", "modbus-rtu", "scpi", "scpi-pty", "opcua", "can", "can-socketcand"]
 
 
 def run(protocol: str, on_error: str, dead: tuple[float, float]):

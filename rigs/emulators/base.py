@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -183,14 +184,23 @@ class EmulatorKind:
         """Build the device with ``params`` (no server, nothing started); raises on bad ones."""
         self.device.check_params(**params)
 
-    def server_options(self, options: dict[str, Any]) -> BaseModel | None:
+    def server_options(self, options: dict[str, Any], folder: Path | None = None) -> BaseModel | None:
         """Validate a rig profile's ``server:`` options with the protocol server's model (None if empty).
 
-        Raises ConfigError with the key at fault.
+        Relative paths among the server's ``path_options`` are taken from
+        ``folder`` (the rig profile's). Raises ConfigError with the key at fault.
         """
         model = getattr(self.server, "options_model", None)
         if not options:
             return None
+        options = dict(options)
+        for key in getattr(self.server, "path_options", ()) if folder is not None else ():
+            value = options.get(key)
+            if isinstance(value, str) and not Path(value).is_absolute():
+                options[key] = str(folder / value)
+            elif isinstance(value, list):
+                options[key] = [str(folder / v) if isinstance(v, str) and not Path(v).is_absolute() else v
+                                for v in value]
         if model is None:
             raise ConfigError(f"the {self.scheme} emulator takes no server options", key="server")
         try:
