@@ -172,13 +172,14 @@ class Rig:
     def end_fault(self, device: str, kind: str, signal: str | None = None) -> None:
         """End an injected fault."""
         server = self._server(device)
+        if kind in ("stuck", "noise"):
+            self.emulators[device].device.clear(signal)
+            return
         if kind == "wedge" and getattr(server, "can_hang", True):
             server.unwedge()
-        elif kind in ("stuck", "noise"):
-            self.emulators[device].device.clear(signal)
         else:
             self._link(device).clear(kind)
-            self.fault_ended[device] = time.monotonic()
+        self.fault_ended[device] = time.monotonic()
 
     def power(self, device: str, on: bool) -> None:
         """Switch an emulated device off (it stops listening, its load drops) or on again (same address)."""
@@ -197,14 +198,14 @@ class Rig:
 
     def faulted(self, device: str) -> bool:
         """True while an injected fault disturbs ``device``'s link or answers, and for one device timeout
-        after a link fault ends (its errors are expected)."""
+        after such a fault ends (its errors are expected)."""
         emulator = self.emulators.get(device)
         if emulator is None:
             return False
         link = emulator.link
         if emulator.server.wedged or (link is not None and link.active):
             return True
-        # what a link fault sent before it ended (CAN error frames) may still arrive for one timeout
+        # what a fault left in flight (a late reply, CAN error frames) may still arrive for one timeout
         ended = self.fault_ended.get(device)
         return ended is not None and time.monotonic() - ended < self.devices[device].timeout
 
