@@ -310,12 +310,12 @@ class _Run:
     def call(self, device: str, op: str, args: str, fn: Callable[[], Any]) -> tuple[bool, Any]:
         """One transport call with the scenario's retries; logged. Returns (ok, result)."""
         for attempt in range(self.sc.retries + 1):
-            t0 = time.perf_counter()
+            t0, began = time.perf_counter(), time.monotonic()
             try:
                 result = fn()
             except TransportError as err:
                 self.calls.append(self.t, device, op, args, False, time.perf_counter() - t0, str(err))
-                if self.rig.faulted(device):  # the scenario injected this: expected, not a rig error
+                if self.rig.faulted(device, began):  # the scenario injected this: expected, not a rig error
                     self.events.append(Event(t=self.t, kind="transport_error", device=device,
                                              message=str(err), note="expected: injected fault"))
                     self.reconnect(device, quiet=True)  # drops any late answer to this call

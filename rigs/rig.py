@@ -196,18 +196,20 @@ class Rig:
         emulator.stop()
         emulator.power_off()
 
-    def faulted(self, device: str) -> bool:
-        """True while an injected fault disturbs ``device``'s link or answers, and for one device timeout
-        after such a fault ends (its errors are expected)."""
+    def faulted(self, device: str, since: float | None = None) -> bool:
+        """True if an injected fault may explain an error on ``device`` in a call begun at ``since``
+        (``time.monotonic()``; default now): a fault is on now, or one ended less than a device timeout
+        before the call began (what it left in flight, a late reply or CAN error frames, may still arrive).
+        """
         emulator = self.emulators.get(device)
         if emulator is None:
             return False
         link = emulator.link
         if emulator.server.wedged or (link is not None and link.active):
             return True
-        # what a fault left in flight (a late reply, CAN error frames) may still arrive for one timeout
         ended = self.fault_ended.get(device)
-        return ended is not None and time.monotonic() - ended < self.devices[device].timeout
+        began = time.monotonic() if since is None else since
+        return ended is not None and began - ended < self.devices[device].timeout
 
     def apply_safe_state(self) -> list[SafeStateResult]:
         """Write each open device's safe state; a failure is reported, never raised."""
