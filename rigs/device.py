@@ -39,6 +39,8 @@ class EmulatedDevice(ABC):
     signals: ClassVar[dict[str, DeviceSignal]]
     #: Applied on every way out of a run unless the rig profile declares another.
     safe_state: ClassVar[dict[str, float]] = {}
+    #: Methods a client may call (name -> argument names); each is a method of the device taking floats.
+    methods: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, values: dict[str, float], seed: int = 0) -> None:
         unknown = set(values) ^ set(self.signals)

@@ -6,7 +6,9 @@ node declares (its ``EngineeringUnits`` property) is compared with the rig
 profile's unit, so a bench wired to the wrong variable fails before the run.
 Signals listed in ``options.subscribe`` are pushed by the server (monitored
 items) into a last-value cache instead of being polled; until the first
-notification their value is "none yet" (recorded as missing).
+notification their value is "none yet" (recorded as missing). Methods in
+``options.methods`` (name -> node id or browse path) are resolved at open and
+called by a scenario's ``call`` step; a refusal names the server's status code.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class OpcUaOptions(Strict):
     """Subscriptions and security of the session."""
 
     subscribe: list[str] = Field(default_factory=list, description="signals pushed by the server")
+    methods: dict[str, str] = Field(default_factory=dict,
+                                    description="callable methods: name -> node id or browse path from Objects")
     publishing_interval: float = 0.1
     security_policy: Literal["None", "Basic256Sha256"] = "None"
     security_mode: Literal["Sign", "SignAndEncrypt"] = "SignAndEncrypt"
@@ -82,6 +86,7 @@ class OpcUaTransport(Transport):
         self.cache: dict[str, float | None] = {}
         self._lock = threading.Lock()
         self._subscription: Any = None
+        self.methods: dict[str, tuple[Any, Any]] = {}  # name -> (object node, method node)
 
     def _open(self) -> None:
         from asyncua.sync import Client
@@ -122,6 +127,16 @@ class OpcUaTransport(Transport):
             self.nodes[name] = node
             if self.options.check_units:
                 self._check_unit(name, node, spec, ua)
+        for name, where in self.options.methods.items():
+            try:
+                node = (self.client.get_node(where) if where.startswith(("ns=", "i=", "s=", "g=", "b="))
+                        else self.client.nodes.objects.get_child(where.split("/")))
+                if node.read_node_class() != ua.NodeClass.Method:
+                    raise ValueError("not a method node")
+                self.methods[name] = (node.get_parent(), node)
+            except Exception as err:
+                raise TransportInitError(f"{self._where()}: method '{name}': node {where} not found or not a "
+                                         f"method ({type(err).__name__}: {err})") from err
 
     def _check_unit(self, name: str, node: Any, spec: OpcUaSignal, ua: Any) -> None:
         try:
@@ -193,6 +208,23 @@ class OpcUaTransport(Transport):
         except Exception as err:
             self._close_after_error()
             raise TransportOperationError(f"{self._where()}: write {name} refused: {type(err).__name__}: {err}") from err
+
+    def _call(self, method: str, args: list[Any]) -> Any:
+        from asyncua import ua
+
+        parent, node = self.methods[method]
+        try:
+            return parent.call_method(node, *(ua.Variant(float(a), ua.VariantType.Double)
+                                              if isinstance(a, (int, float)) and not isinstance(a, bool) else a
+                                              for a in args))
+        except TimeoutError as err:
+            raise TransportTimeoutError(f"{self._where()}: no answer to {method} within {self.timeout} s") from err
+        except ua.UaStatusCodeError as err:
+            name = ua.StatusCode(err.code).name
+            raise TransportOperationError(f"{self._where()}: {method}{tuple(args)} refused: {name}") from err
+        except Exception as err:
+            self._close_after_error()
+            raise TransportOperationError(f"{self._where()}: {method} failed: {type(err).__name__}: {err}") from err
 
     def _close_after_error(self) -> None:
         """A broken session is dropped, so the next call opens a new one."""

@@ -44,6 +44,11 @@ class OpcUaDeviceServer:
         return {name: {"path": f"2:{device.device_type}/2:{name}", "unit": sig.unit, "writable": sig.writable}
                 for name, sig in device.signals.items()}
 
+    @classmethod
+    def transport_options(cls, device: type[EmulatedDevice]) -> dict[str, Any]:
+        """The device's methods, as browse paths the transport resolves."""
+        return {"methods": {m: f"2:{device.device_type}/2:{m}" for m in device.methods}} if device.methods else {}
+
     @property
     def address(self) -> str:
         return f"opc.tcp://{self.host}:{self.port}/twinloop/"
@@ -74,6 +79,13 @@ class OpcUaDeviceServer:
             if sig.writable:
                 var.set_writable()
             self.variables[name] = var
+        for method, arguments in self.device.methods.items():
+            method_node = obj.add_method(idx, method, self._method(method, ua), [ua.VariantType.Double] * len(arguments), [])
+            args = method_node.get_child("0:InputArguments")
+            described = args.read_value()
+            for argument, name in zip(described, arguments):
+                argument.Name = name
+            args.write_value(described)
         self._written = {n: values[n] for n, s in self.device.signals.items() if s.writable}
         try:
             server.start()
@@ -81,6 +93,21 @@ class OpcUaDeviceServer:
             server.stop()
             raise TransportInitError(f"OPC UA emulator could not listen on {self.address}: {err}") from err
         self._server = server
+
+    def _method(self, name: str, ua: Any) -> Any:
+        """The callback of method ``name``: the device's method; a refused argument is BadOutOfRange."""
+        def call(parent: Any, *args: Any) -> Any:
+            try:
+                result = getattr(self.device, name)(*(float(a.Value) for a in args))
+            except (ValueError, TypeError):
+                return ua.StatusCode(ua.StatusCodes.BadOutOfRange)
+            with self.device.lock:  # publish the new setpoints now, so the next pull keeps them
+                for signal in self._written:
+                    value = float(self.device.values[signal])
+                    self.variables[signal].write_value(value)
+                    self._written[signal] = value
+            return [] if result is None else [ua.Variant(float(result), ua.VariantType.Double)]
+        return call
 
     def stop(self) -> None:
         """Stop serving (clients lose their sessions); safe to call twice."""

@@ -26,6 +26,7 @@ class PowerModuleDevice(EmulatedDevice):
         "fan": DeviceSignal("1", writable=True, low=0.0, high=1.0),
     }
     safe_state = {"power": 0.0, "fan": 1.0}
+    methods = {"set_operating_point": ("power", "fan")}
     #: The register map of the module's Modbus interface (rig profile form).
     modbus_map: dict[str, dict[str, Any]] = {
         "temperature": {"register": 0, "type": "int16", "scale": 0.01, "unit": "degC"},
@@ -71,6 +72,15 @@ class PowerModuleDevice(EmulatedDevice):
             self.state = self.model.next_state(self.state, u, dt)
             noise = self.rng.normal(0.0, self.sensor_noise) if self.sensor_noise else 0.0
             self.values["temperature"] = float(self.state["temperature"][0]) + noise
+
+    def set_operating_point(self, power: float, fan: float) -> None:
+        """Set load and fan together (one command, as a controller's method call does); out of range raises."""
+        for name, value in (("power", power), ("fan", fan)):
+            sig = self.signals[name]
+            if not sig.low <= value <= sig.high:
+                raise ValueError(f"{name} = {value:g} {sig.unit} is outside [{sig.low:g}, {sig.high:g}]")
+        with self.lock:
+            self.values["power"], self.values["fan"] = float(power), float(fan)
 
     def power_off(self) -> None:
         """The supply is cut: no more load (the heatsink and fan physics carry on)."""
