@@ -9,7 +9,8 @@ timeout for one: a CAN bus gives no other sign that a node died. Only the
 frames a read returns are decoded. Error frames become transport errors naming
 their SocketCAN error class (a CRC error is a protocol violation; bus-off).
 Writes encode the whole command message (the other signals keep their last
-value) and, with ``options.periodic``, the message is sent again on that period.
+value; the first write starts from what the device reports) and, with
+``options.periodic``, the message is sent again on that period.
 """
 
 from __future__ import annotations

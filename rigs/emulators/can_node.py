@@ -16,7 +16,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections import deque
 from typing import Any, ClassVar
 
 import can
@@ -27,7 +26,7 @@ from twinloop.config import Strict
 from twinloop.rigs.can import CAN_ERR_BUSOFF, CAN_ERR_PROT, error_frame
 from twinloop.rigs.device import EmulatedDevice
 from twinloop.rigs.emulators.base import Hangs
-from twinloop.rigs.emulators.link import LinkFaults
+from twinloop.rigs.emulators.link import HeldReplies, LinkFaults
 from twinloop.rigs.emulators.socketcand import SocketcandServer
 
 CYCLE_S = 0.02
@@ -105,7 +104,7 @@ class CanDeviceNode(Hangs):
         self.bus: can.BusABC | None = None
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
-        self._held: deque[tuple[float, int, can.Message]] = deque()  # due time, link epoch, frame
+        self._frames = HeldReplies(self.link, self._emit, self.link.frame)
         self._send_lock = threading.Condition()  # frames leave in order; wakes the cycle for held ones
 
     @staticmethod
@@ -145,7 +144,7 @@ class CanDeviceNode(Hangs):
             self._thread.join(timeout=5)
             self._thread = None
         with self._send_lock:
-            self._held.clear()
+            self._frames.held.clear()
             if self.bus is not None:
                 self.bus.shutdown()
                 self.bus = None
@@ -156,11 +155,8 @@ class CanDeviceNode(Hangs):
         due_sync = time.monotonic() + CYCLE_S
         while not self._halt.is_set():
             with self._send_lock:
-                self._deliver()
-                now = time.monotonic()
-                wait = due_sync - now
-                if self._held:
-                    wait = min(wait, self._held[0][0] - now)
+                self._frames.deliver()
+                wait = self._frames.wait(due_sync - time.monotonic())
                 if wait > 0:
                     self._send_lock.wait(wait)
             if not self._halt.is_set() and time.monotonic() >= due_sync:
@@ -169,8 +165,7 @@ class CanDeviceNode(Hangs):
 
     def push(self) -> None:
         """Send every status message with the device's present values (under its lock, so in order)."""
-        bus = self.bus
-        if bus is None or self.wedged:
+        if self.bus is None or self.wedged:
             return
         with self.device.lock:
             for name in self.status:
@@ -180,46 +175,24 @@ class CanDeviceNode(Hangs):
                     if spec["message"] == name:
                         values[spec["signal"]] = self.device.read(signal)
                 data = message.encode(values, scaling=True, strict=False)
-                if not self._send(bus, can.Message(arbitration_id=message.frame_id, data=data,
-                                                   is_extended_id=message.is_extended_frame)):
-                    return
+                self._send(can.Message(arbitration_id=message.frame_id, data=data,
+                                       is_extended_id=message.is_extended_frame))
 
-    def _send(self, bus: can.BusABC, msg: can.Message) -> bool:
-        """Pass ``msg`` through the link: out now, held for later (latency), damaged or lost.
-
-        False if the bus refused it.
-        """
-        link = self.link
+    def _send(self, msg: can.Message) -> None:
+        """Pass ``msg`` through the link: out now, held for later (latency), damaged or lost."""
         with self._send_lock:
-            if not self._held and not link.active:
-                return self._emit(bus, msg)
-            while self._held and self._held[0][1] != link.epoch:
-                self._held.popleft()  # held by a fault that has ended: lost with it
-            pause = link.delay()
-            if not pause and not self._held:
-                return self._emit(bus, link.frame(msg))
-            due = max(time.monotonic() + pause, self._held[-1][0] if self._held else 0.0)
-            self._held.append((due, link.epoch, msg))
-            self._send_lock.notify()
-            return True
+            self._frames.send(msg)
+            self._send_lock.notify()  # the cycle wakes for a frame it must send later
 
-    def _deliver(self) -> None:
-        """Send every held frame now due (those of an ended fault are dropped); under ``_send_lock``."""
-        bus, now = self.bus, time.monotonic()
-        while self._held and self._held[0][0] <= now:
-            _, epoch, msg = self._held.popleft()
-            if bus is not None and epoch == self.link.epoch:
-                self._emit(bus, self.link.frame(msg))
-
-    @staticmethod
-    def _emit(bus: can.BusABC, msg: can.Message | None) -> bool:
-        if msg is None:
-            return True
+    def _emit(self, msg: can.Message) -> None:
+        """Put ``msg`` on the bus; a bus that is gone or full drops it, as a controller would."""
+        bus = self.bus
+        if bus is None:
+            return
         try:
             bus.send(msg)
         except can.CanError:
-            return False
-        return True
+            pass
 
     def pull(self) -> None:
         """Take the command frames received so far as setpoints (a bus-off node hears none)."""

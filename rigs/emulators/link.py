@@ -14,7 +14,11 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import Callable
+from typing import Callable, Generic, TypeVar
+
+from twinloop.rigs.emulators.listener import LoopbackListener, close_socket
+
+T = TypeVar("T")
 
 #: Faults a link can carry; ``value`` means: latency/jitter seconds, drop/corrupt the fraction of replies.
 LINK_FAULTS = ("latency", "jitter", "drop", "corrupt", "cut")
@@ -97,27 +101,34 @@ class LinkFaults:
             return data
 
 
-class HeldReplies:
-    """Replies on their way over a faulty serial line: delivered in order, each at its due time.
+class HeldReplies(Generic[T]):
+    """Replies on their way over a faulty link: delivered in order, each at its due time.
 
-    For servers that run one ``select`` loop (a pty): ``send`` never blocks the
-    loop, ``wait`` says how long it may sleep, ``deliver`` writes what is due.
+    For servers that run one loop (a pty's ``select``, a CAN node's cycle):
+    ``send`` never blocks the loop, ``wait`` says how long it may sleep,
+    ``deliver`` writes what is due. ``fate`` decides what arrives of a reply
+    (default the link's, on bytes; a CAN node passes its frame-level one).
     """
 
-    def __init__(self, faults: LinkFaults, write: Callable[[bytes], object]) -> None:
+    def __init__(self, faults: LinkFaults, write: Callable[[T], object],
+                 fate: Callable[[T], T | None] | None = None) -> None:
         self.faults, self.write = faults, write
-        self.held: deque[tuple[float, int, bytes]] = deque()  # due time, epoch, bytes
+        self.fate: Callable[[T], T | None] = fate or faults.fate  # type: ignore[assignment]
+        self.held: deque[tuple[float, int, T]] = deque()  # due time, epoch, reply
 
-    def send(self, data: bytes) -> None:
-        """Pass ``data`` through the link's faults: now, later, damaged or never."""
+    def send(self, reply: T) -> None:
+        """Pass ``reply`` through the link's faults: now, later, damaged or never."""
+        if not self.held and not self.faults.active:
+            self.write(reply)
+            return
         while self.held and self.held[0][1] != self.faults.epoch:
             self.held.popleft()  # held by a fault that has ended: lost with it
         pause = self.faults.delay()
         if pause or self.held:
             due = max(time.monotonic() + pause, self.held[-1][0] if self.held else 0.0)
-            self.held.append((due, self.faults.epoch, data))
-        elif (data := self.faults.fate(data)):
-            self.write(data)
+            self.held.append((due, self.faults.epoch, reply))
+        elif (out := self.fate(reply)) is not None:
+            self.write(out)
 
     def wait(self, longest: float) -> float:
         """Seconds the loop may sleep before the next reply is due (at most ``longest``)."""
@@ -126,12 +137,12 @@ class HeldReplies:
     def deliver(self) -> None:
         """Write every reply now due (those of an ended fault are dropped)."""
         while self.held and self.held[0][0] <= time.monotonic():
-            _, epoch, data = self.held.popleft()
-            if epoch == self.faults.epoch and (data := self.faults.fate(data)):
-                self.write(data)
+            _, epoch, reply = self.held.popleft()
+            if epoch == self.faults.epoch and (out := self.fate(reply)) is not None:
+                self.write(out)
 
 
-class FaultyLink:
+class FaultyLink(LoopbackListener):
     """A TCP relay on 127.0.0.1 in front of ``target``; replies (server to client) pass through ``faults``.
 
     Requests go through untouched. Stopping closes the listener and every
@@ -139,50 +150,20 @@ class FaultyLink:
     """
 
     def __init__(self, target: Callable[[], tuple[str, int]], faults: LinkFaults, host: str = "127.0.0.1") -> None:
-        self.target, self.faults, self.host = target, faults, host
-        self.port = 0
-        self._listener: socket.socket | None = None
-        self._conns: set[socket.socket] = set()
-        self._lock = threading.Lock()
+        super().__init__(host)
+        self.target, self.faults = target, faults
 
-    def start(self) -> None:
-        """Listen (on the port used before, if any) and relay each connection to the target."""
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self.host, self.port))
-        listener.listen(16)
-        self.port = listener.getsockname()[1]
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), name=f"link-{self.port}", daemon=True).start()
-
-    def stop(self) -> None:
-        """Close the listener and every relayed connection; safe to call twice."""
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            _close(listener)
-        with self._lock:
-            conns, self._conns = self._conns, set()
-        for conn in conns:
-            _close(conn)
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return  # the listener was closed
-            try:
-                server = socket.create_connection(self.target(), timeout=2.0)
-                server.settimeout(None)
-            except OSError:
-                _close(client)  # the device behind the link is not listening
-                continue
-            for s in (client, server):
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                self._conns |= {client, server}
-            threading.Thread(target=self._relay, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=self._relay, args=(server, client, True), daemon=True).start()
+    def accepted(self, client: socket.socket) -> None:
+        try:
+            server = socket.create_connection(self.target(), timeout=2.0)
+            server.settimeout(None)
+        except OSError:
+            close_socket(client)  # the device behind the link is not listening
+            return
+        server.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.track(client, server)
+        threading.Thread(target=self._relay, args=(client, server, False), daemon=True).start()
+        threading.Thread(target=self._relay, args=(server, client, True), daemon=True).start()
 
     def _relay(self, src: socket.socket, dst: socket.socket, replies: bool) -> None:
         try:
@@ -200,14 +181,5 @@ class FaultyLink:
         except OSError:
             pass
         for s in (src, dst):
-            _close(s)
-        with self._lock:
-            self._conns -= {src, dst}
-
-
-def _close(s: socket.socket) -> None:
-    try:
-        s.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    s.close()
+            close_socket(s)
+        self.untrack(src, dst)

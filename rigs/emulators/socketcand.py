@@ -21,7 +21,6 @@ a loopback address only: the virtual channel never leaves the process.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import threading
@@ -29,6 +28,8 @@ import time
 from typing import Mapping
 
 import can
+
+from twinloop.rigs.emulators.listener import LoopbackListener, close_socket
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def parse_send(words: list[str]) -> can.Message:
     return can.Message(arbitration_id=int(ident, 16), is_extended_id=len(ident) == 8, data=data, check=True)
 
 
-class SocketcandServer:
+class SocketcandServer(LoopbackListener):
     """socketcand on ``host`` (a loopback address) and ``port`` (0: chosen by the system).
 
     ``buses`` maps the bus names clients ``open`` to python-can virtual
@@ -68,57 +69,21 @@ class SocketcandServer:
     """
 
     def __init__(self, buses: Mapping[str, str], host: str = "127.0.0.1", port: int = 0) -> None:
-        if not ipaddress.ip_address(socket.gethostbyname(host)).is_loopback:
-            raise ValueError(f"the socketcand emulator serves loopback only, not {host!r}")
-        self.buses, self.host, self.port = dict(buses), host, port
-        self._listener: socket.socket | None = None
-        self._sessions: set[_Session] = set()
-        self._lock = threading.Lock()
+        super().__init__(host, port)
+        self.buses = dict(buses)
 
-    @property
-    def running(self) -> bool:
-        return self._listener is not None
-
-    def start(self) -> None:
-        """Listen (on the port used before, if any) and serve each client in its own thread."""
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self.host, self.port))
-        listener.listen(16)
-        self.port = listener.getsockname()[1]
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), name=f"socketcand-{self.port}", daemon=True).start()
-
-    def stop(self) -> None:
-        """Close the listener and every client connection; safe to call twice."""
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            _close(listener)
-        with self._lock:
-            sessions, self._sessions = self._sessions, set()
-        for session in sessions:
-            session.close()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return  # the listener was closed
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            session = _Session(conn, self.buses)
-            with self._lock:
-                self._sessions.add(session)
-            threading.Thread(target=self._serve, args=(session,), name=f"socketcand-{self.port}-client",
-                             daemon=True).start()
+    def accepted(self, conn: socket.socket) -> None:
+        session = _Session(conn, self.buses)
+        self.track(session)
+        threading.Thread(target=self._serve, args=(session,), name=f"socketcand-{self.port}-client",
+                         daemon=True).start()
 
     def _serve(self, session: "_Session") -> None:
         try:
             session.run()
         finally:
             session.close()
-            with self._lock:
-                self._sessions.discard(session)
+            self.untrack(session)
 
 
 class _Session:
@@ -199,15 +164,8 @@ class _Session:
             pass  # the bus was left or the client is gone
 
     def close(self) -> None:
-        _close(self.conn)
+        close_socket(self.conn)
         bus, self.bus = self.bus, None
         if bus is not None:
             bus.shutdown()
 
-
-def _close(s: socket.socket) -> None:
-    try:
-        s.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    s.close()
