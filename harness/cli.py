@@ -170,6 +170,16 @@ def cmd_emulate(args: argparse.Namespace, console: Console) -> int:
         host.stop()
 
 
+def cmd_certificate(args: argparse.Namespace, console: Console) -> int:
+    from twinloop.rigs.certificates import make_certificate
+
+    cert, key = make_certificate(args.folder, args.name, args.uri, "server" if args.server else "client",
+                                 hosts=tuple(args.host) or ("localhost", "127.0.0.1"), days=args.days)
+    console.print(f"certificate {cert}\nkey         {key} (mode 0600; keep it out of version control)\n"
+                  f"uri         {args.uri}", highlight=False, markup=False, soft_wrap=True)
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     with _services(args) as services:
         v = Pipeline(services).verify(args.run_id, args.scenario, no_scenario_file=args.no_scenario_file)
@@ -201,6 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("rig", type=Path, help="rig profile YAML whose devices are emulators")
     emu.add_argument("--json", action="store_true", help="print the devices' addresses as one JSON line")
     emu.set_defaults(func=cmd_emulate)
+    crt = sub.add_parser("certificate", help="make a self-signed OPC UA application certificate and key")
+    crt.add_argument("folder", type=Path, help="where to write NAME.pem and NAME-key.pem")
+    crt.add_argument("--uri", required=True, help="the application URI (servers match it against the session's)")
+    crt.add_argument("--name", default="client", help="common name and file name (default: client)")
+    crt.add_argument("--server", action="store_true", help="for a server (default: for a client)")
+    crt.add_argument("--host", action="append", default=[], metavar="NAME_OR_IP",
+                     help="host names or IPs in the certificate (repeatable; default: localhost, 127.0.0.1)")
+    crt.add_argument("--days", type=int, default=365, help="validity in days (default: 365)")
+    crt.set_defaults(func=cmd_certificate)
     ver = sub.add_parser("verify", help="check a recorded run against the chain and its bundle")
     ver.add_argument("run_id", help="the run id printed by 'twinloop run'")
     which = ver.add_mutually_exclusive_group()

@@ -9,11 +9,15 @@ items) into a last-value cache instead of being polled; until the first
 notification their value is "none yet" (recorded as missing). Methods in
 ``options.methods`` (name -> node id or browse path) are resolved at open and
 called by a scenario's ``call`` step; a refusal names the server's status code.
+With ``security_policy: Basic256Sha256`` the session is signed (and by
+default encrypted) with the client certificate and key in the options; the
+client's application URI is taken from its certificate, as servers check.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any, ClassVar, Literal, Mapping
 
@@ -21,7 +25,7 @@ from pydantic import Field, model_validator
 
 from twinloop import units
 from twinloop.config import Strict, parse_duration
-from twinloop.errors import TransportInitError, TransportOperationError, TransportTimeoutError
+from twinloop.errors import ConfigError, TransportInitError, TransportOperationError, TransportTimeoutError
 from twinloop.rigs.transport import SignalSpec, Transport
 
 # asyncua logs every reconnect and policy choice; failures reach the run as TransportErrors.
@@ -50,9 +54,12 @@ class OpcUaOptions(Strict):
     publishing_interval: float = 0.1
     security_policy: Literal["None", "Basic256Sha256"] = "None"
     security_mode: Literal["Sign", "SignAndEncrypt"] = "SignAndEncrypt"
-    certificate: str | None = None
-    private_key: str | None = None
-    server_certificate: str | None = None
+    certificate: str | None = Field(None, description="this client's certificate, PEM or DER")
+    private_key: str | None = Field(None, description="its private key, PEM or DER")
+    private_key_password_env: str | None = Field(
+        None, description="environment variable holding the key's password (never the password itself)")
+    server_certificate: str | None = Field(
+        None, description="the server's certificate; without it, taken from the server's endpoint list")
     check_units: bool = True
 
     _d = model_validator(mode="before")(lambda v: {**v, "publishing_interval": parse_duration(
@@ -77,7 +84,6 @@ class OpcUaTransport(Transport):
         super().__init__(*args, **kwargs)
         unknown = [s for s in self.options.subscribe if s not in self.signals]
         if unknown:
-            from twinloop.errors import ConfigError
             raise ConfigError(f"device '{self.device}': subscribe names unknown signal '{unknown[0]}'",
                               key="options.subscribe")
         self.client: Any = None
@@ -94,15 +100,16 @@ class OpcUaTransport(Transport):
         address = self.address
         client = Client(address, timeout=self.timeout)
         o = self.options
-        if o.security_policy != "None":
-            client.set_security_string(f"{o.security_policy},{o.security_mode},{o.certificate},{o.private_key}"
-                                       + (f",{o.server_certificate}" if o.server_certificate else ""))
         try:
+            if o.security_policy != "None":
+                self._secure(client)
             client.connect()
         except Exception as err:
             if getattr(client, "close_tloop", False):
                 client.tloop.stop()  # the client's own event-loop thread
-            raise TransportInitError(f"{self._where()}: cannot connect: {type(err).__name__}: {err}") from err
+            if isinstance(err, ConfigError):
+                raise TransportInitError(f"{self._where()}: {err}") from None
+            raise TransportInitError(f"{self._where()}: cannot connect: {_why(err, o)}") from err
         self.client = client
         try:
             self._resolve()
@@ -111,6 +118,31 @@ class OpcUaTransport(Transport):
         except BaseException:
             self._close()
             raise
+
+    def _secure(self, client: Any) -> None:
+        """Sign (and encrypt) the session with this client's certificate; its URI becomes the client's."""
+        from asyncua import ua
+        from asyncua.crypto import security_policies
+        from asyncua.crypto.uacrypto import CertProperties
+
+        from twinloop.rigs import certificates as certs
+
+        o = self.options
+        password = None
+        if o.private_key_password_env:
+            if o.private_key_password_env not in os.environ:
+                raise ConfigError(f"options.private_key_password_env: environment variable "
+                                  f"{o.private_key_password_env} is not set")
+            password = os.environ[o.private_key_password_env].encode()
+        certificate = certs.read_certificate(o.certificate)
+        key = certs.read_private_key(o.private_key, password)
+        client.application_uri = certs.application_uri(certificate, o.certificate)
+        server = (CertProperties(certs.der(certs.read_certificate(o.server_certificate, "server certificate")),
+                                 extension="der") if o.server_certificate else None)
+        client.set_security(getattr(security_policies, f"SecurityPolicy{o.security_policy}"),
+                            CertProperties(certs.der(certificate), extension="der"),
+                            CertProperties(certs.der_key(key), extension="der"),
+                            server_certificate=server, mode=getattr(ua.MessageSecurityMode, o.security_mode))
 
     def _resolve(self) -> None:
         from asyncua import ua
@@ -230,3 +262,16 @@ class OpcUaTransport(Transport):
         """A broken session is dropped, so the next call opens a new one."""
         self.is_open = False
         self._close()
+
+
+def _why(err: Exception, options: OpcUaOptions) -> str:
+    """What a failed connect means for a bench engineer, from asyncua's error."""
+    text = f"{type(err).__name__}: {err}"
+    if "BadCertificateUntrusted" in text:
+        return (f"the server does not trust this client's certificate {options.certificate} "
+                "(BadCertificateUntrusted): add it to the server's trusted certificates")
+    if "No matching endpoints" in text:
+        return (f"the server offers no endpoint with security policy {options.security_policy}"
+                + (f", mode {options.security_mode}" if options.security_policy != "None" else "")
+                + f" ({err})")
+    return text

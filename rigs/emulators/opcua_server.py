@@ -4,15 +4,24 @@ Variables live under ``Objects/<namespace>:<device type>`` with an
 ``EngineeringUnits`` property each, so a client can check units. The device
 and the server exchange values on every physics step: client writes go to the
 device's setpoints first, then the device's new values are published.
+
+With ``security_policy: Basic256Sha256`` in its ``server:`` options the server
+offers only that policy and trusts only the client certificates in its
+``trusted`` folders (asyncua's own server would take any client certificate).
+Without its own ``certificate`` it makes a self-signed one at first start.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
-from twinloop.errors import TransportInitError
+from pydantic import Field, model_validator
+
+from twinloop.config import Strict
+from twinloop.errors import ConfigError, TransportInitError
 from twinloop.rigs.device import EmulatedDevice
 
 logging.getLogger("asyncua").setLevel(logging.ERROR)
@@ -25,14 +34,68 @@ def _free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
+CERTIFICATE_FILES = (".pem", ".der")  # what asyncua's TrustStore loads from a folder
+
+
+class OpcUaServerOptions(Strict):
+    """The emulator's security: one policy, its own certificate, the client certificates it trusts."""
+
+    security_policy: Literal["None", "Basic256Sha256"] = "None"
+    security_mode: Literal["Sign", "SignAndEncrypt"] = "SignAndEncrypt"
+    certificate: str | None = Field(None, description="the server's certificate; self-signed at start if absent")
+    private_key: str | None = Field(None, description="its private key (unencrypted PEM or DER)")
+    trusted: list[str] = Field(default_factory=list,
+                               description="folders of trusted client certificates (PEM or DER files)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "OpcUaServerOptions":
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("give both 'certificate' and 'private_key', or neither (a self-signed one is made)")
+        if self.security_policy == "None":
+            if self.trusted or self.certificate:
+                raise ValueError("'trusted' and 'certificate' need a security_policy other than None")
+            return self
+        from twinloop.rigs import certificates as certs
+
+        if self.certificate:
+            try:
+                certs.application_uri(certs.read_certificate(self.certificate, "server certificate"),
+                                      self.certificate)
+                certs.read_private_key(self.private_key, what="server private key")
+            except ConfigError as err:
+                raise ValueError(str(err)) from None
+        if not self.trusted:
+            raise ValueError(f"security_policy {self.security_policy} needs 'trusted': the folders of the "
+                             "client certificates this server accepts")
+        for folder in self.trusted:
+            path = Path(folder)
+            if not path.is_dir():
+                raise ValueError(f"trusted folder {folder} " + ("is a file: list the folder holding it"
+                                                                if path.exists() else "does not exist"))
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in CERTIFICATE_FILES)
+            if not files:
+                raise ValueError(f"trusted folder {folder} holds no certificate (*.pem or *.der)")
+            for file in files:
+                try:
+                    certs.read_certificate(file, "trusted certificate")
+                except ConfigError as err:
+                    raise ValueError(f"{err} (every *.pem and *.der file in a trusted folder must be one)") from None
+        return self
+
+
 class OpcUaDeviceServer:
     """One asyncua server per emulated device; ``stop`` and ``start`` again keep its address."""
 
     scheme = "opc.tcp"
     can_hang = False
+    options_model: ClassVar[type[Strict]] = OpcUaServerOptions
+    path_options: ClassVar[tuple[str, ...]] = ("certificate", "private_key", "trusted")
 
-    def __init__(self, device: EmulatedDevice, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, device: EmulatedDevice, host: str = "127.0.0.1", port: int = 0,
+                 options: OpcUaServerOptions | None = None) -> None:
         self.device, self.host = device, host
+        self.options = options or OpcUaServerOptions()
+        self._credentials: tuple[bytes, bytes, str] | None = None  # DER certificate, DER key, application URI
         self.port = port or _free_port(host)
         self._server: Any = None
         self.variables: dict[str, Any] = {}
@@ -64,7 +127,11 @@ class OpcUaDeviceServer:
 
         server = Server()
         server.set_endpoint(self.address)
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        try:
+            self._secure(server, ua)
+        except BaseException:
+            server.stop()
+            raise
         idx = server.register_namespace(NAMESPACE)
         if idx != 2:
             raise TransportInitError(f"OPC UA emulator: namespace index {idx}, expected 2")
@@ -93,6 +160,39 @@ class OpcUaDeviceServer:
             server.stop()
             raise TransportInitError(f"OPC UA emulator could not listen on {self.address}: {err}") from err
         self._server = server
+
+    def _secure(self, server: Any, ua: Any) -> None:
+        """Offer the one policy the options name; with security, trust only the listed client certificates."""
+        o = self.options
+        if o.security_policy == "None":
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+            return
+        from asyncua.crypto.truststore import TrustStore
+        from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions as Check
+
+        certificate, key, uri = self._credentials = self._credentials or self._load_or_make_credentials()
+        server.set_security_policy([getattr(ua.SecurityPolicyType, f"{o.security_policy}_{o.security_mode}")])
+        server.load_certificate(certificate, format="der")
+        server.load_private_key(key, format="der")
+        server.set_application_uri(uri)
+        store = TrustStore([Path(folder) for folder in o.trusted], [])
+        server.tloop.post(store.load())
+        server.aio_obj.set_certificate_validator(
+            CertificateValidator(Check.TIME_RANGE | Check.URI | Check.TRUSTED | Check.PEER_CLIENT, store))
+
+    def _load_or_make_credentials(self) -> tuple[bytes, bytes, str]:
+        """The server's certificate and key from the options, or a self-signed pair made once per server."""
+        from twinloop.rigs import certificates as certs
+
+        o = self.options
+        if o.certificate:
+            certificate = certs.read_certificate(o.certificate, "server certificate")
+            key = certs.read_private_key(o.private_key, what="server private key")
+            return certs.der(certificate), certs.der_key(key), certs.application_uri(certificate, o.certificate)
+        uri = f"{NAMESPACE}:{self.device.device_type}"
+        certificate, key = certs.new_certificate(f"twinloop {self.device.device_type} emulator", uri, "server",
+                                                 hosts=("localhost", self.host))
+        return certs.der(certificate), certs.der_key(key), uri
 
     def _method(self, name: str, ua: Any) -> Any:
         """The callback of method ``name``: the device's method; a refused argument is BadOutOfRange."""
