@@ -9,6 +9,8 @@ from twinloop.twins.model import DegradationModel
 models: Registry[type[DegradationModel]] = Registry(
     "twin model", "twinloop.twin_models",
     {"power_module_thermal": "twinloop.twins.models.power_module:PowerModuleThermal",
-     "pump_bearing": "twinloop.twins.models.pump_bearing:PumpBearingWear"},
+     "pump_bearing": "twinloop.twins.models.pump_bearing:PumpBearingWear",
+     "paris_crack_growth": "twinloop.twins.models.crack_growth:ParisCrackGrowth",
+     "solder_joint_fatigue": "twinloop.twins.models.solder_fatigue:SolderJointFatigue"},
     error=TwinError,
 )
