@@ -11,6 +11,10 @@ models: Registry[type[DegradationModel]] = Registry(
     {"power_module_thermal": "twinloop.twins.models.power_module:PowerModuleThermal",
      "pump_bearing": "twinloop.twins.models.pump_bearing:PumpBearingWear",
      "paris_crack_growth": "twinloop.twins.models.crack_growth:ParisCrackGrowth",
-     "solder_joint_fatigue": "twinloop.twins.models.solder_fatigue:SolderJointFatigue"},
+     "solder_joint_fatigue": "twinloop.twins.models.solder_fatigue:SolderJointFatigue",
+     "electrolytic_capacitor": "twinloop.twins.models.capacitor:ElectrolyticCapacitorAgeing",
+     "electromigration": "twinloop.twins.models.electromigration:Electromigration",
+     "battery_circuit": "twinloop.twins.models.battery:BatteryCircuit",
+     "li_ion_capacity_fade": "twinloop.twins.models.li_ion_fade:LiIonCapacityFade"},
     error=TwinError,
 )
