@@ -37,10 +37,10 @@ class BatteryCircuit(DegradationModel):
         dqcs/dt = ib - Vcs / Rs
         dtb/dt  = (ha (Ta - tb) + hcp Vcp^2 / Rcp + hcs Vcs^2 / Rs) / Jt
 
-    (Every expression is written as progpy writes it, ``dtb/dt`` over the common
-    denominator ``Jt Rcp Rs`` included, so on NumPy the states match progpy's bit
-    for bit and the outputs to a unit in the last place.) Outputs are the
-    temperature ``t = tb`` and the voltage ``v``.
+    (The step is arranged for fewer array passes than progpy's, so states agree
+    with progpy's to about 1e-15 relative and end-of-discharge times exactly in
+    the suite's comparisons.) Outputs are the temperature ``t = tb`` and the
+    voltage ``v``.
 
     Integration is forward Euler, ``x' = x + dx/dt * dt`` followed by progpy's
     state limits ``tb, qb >= 0``. Euler is unstable for steps above twice the
@@ -108,7 +108,7 @@ class BatteryCircuit(DegradationModel):
 
     def _cb(self, soc: Any) -> Any:
         p = self.params
-        return p["Cbp0"] * soc ** 3 + p["Cbp1"] * soc ** 2 + p["Cbp2"] * soc + p["Cbp3"]
+        return ((p["Cbp0"] * soc + p["Cbp1"]) * soc + p["Cbp2"]) * soc + p["Cbp3"]  # Horner form
 
     def soc(self, x: Arrays) -> Any:
         """State of charge, progpy's ``(CMax - qMax + qb) / CMax`` (0 at qb = qMax - CMax)."""
@@ -130,27 +130,31 @@ class BatteryCircuit(DegradationModel):
         return x
 
     def _euler(self, x: Arrays, i: Any, dt: float) -> Arrays:
-        """One Euler step, operation for operation as progpy's ``dx`` and ``next_state``."""
+        """One Euler step of progpy's ``dx``, with fewer array passes (Horner form, shared terms).
+
+        The same equations as the class docstring; rounding differs from
+        progpy's operation order by about 1e-16 relative per step.
+        """
         p = self.params
         xp = array_module(x["qb"])
-        rs = p["Rs"]
-        vcs = x["qcs"] / p["Cs"]
-        vcp = x["qcp"] / p["Ccp"]
-        soc = (p["CMax"] - p["qMax"] + x["qb"]) / p["CMax"]
-        cb = p["Cbp0"] * soc ** 3 + p["Cbp1"] * soc ** 2 + p["Cbp2"] * soc + p["Cbp3"]
-        rcp = p["Rcp0"] + p["Rcp1"] * xp.exp(p["Rcp2"] * (-soc + 1))
-        vb = x["qb"] / cb
-        tb_dot = (rcp * rs * p["ha"] * (p["Ta"] - x["tb"]) + rcp * vcs ** 2 * p["hcs"]
-                  + rs * vcp ** 2 * p["hcp"]) / (p["Jt"] * rcp * rs)
-        vp = vb - vcp - vcs
-        ip = vp / p["Rp"]
-        ib = i + ip
-        icp = ib - vcp / rcp
-        ics = ib - vcs / rs
-        return {"tb": xp.maximum(x["tb"] + tb_dot * dt, 0.0),
-                "qb": xp.maximum(x["qb"] + -ib * dt, 0.0),
-                "qcp": x["qcp"] + icp * dt,
-                "qcs": x["qcs"] + ics * dt}
+        qb, qcp, qcs, tb = x["qb"], x["qcp"], x["qcs"], x["tb"]
+        vcs = qcs / p["Cs"]
+        vcp = qcp / p["Ccp"]
+        soc = (p["CMax"] - p["qMax"] + qb) / p["CMax"]
+        cb = self._cb(soc)
+        rcp = xp.exp(p["Rcp2"] * (1 - soc))
+        rcp *= p["Rcp1"]
+        rcp += p["Rcp0"]
+        ib = qb / cb
+        ib -= vcp
+        ib -= vcs                      # terminal voltage v
+        ib /= p["Rp"]
+        ib += i                        # ib = i + v / Rp
+        tb_dot = (p["ha"] * (p["Ta"] - tb) + (p["hcs"] / p["Rs"]) * vcs * vcs + p["hcp"] * vcp * vcp / rcp) / p["Jt"]
+        return {"tb": xp.maximum(tb + tb_dot * dt, 0.0),
+                "qb": xp.maximum(qb - ib * dt, 0.0),
+                "qcp": qcp + (ib - vcp / rcp) * dt,
+                "qcs": qcs + (ib - vcs / p["Rs"]) * dt}
 
     def next_state(self, x: Arrays, u: Mapping[str, Any], dt: float) -> Arrays:
         n = max(1, math.ceil(dt / self.params["max_step"]))
