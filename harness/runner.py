@@ -280,8 +280,10 @@ class _Run:
              stop_when: Callable[[], bool] | None = None) -> bool:
         """Sample at every tick up to ``t + duration``; ticks missed while late are recorded, not burst.
 
-        ``on_tick(t_ns)`` runs before each sample; ``stop_when()`` after it, ending
-        the wait early (returns True) once it holds.
+        ``on_tick(t_ns)`` runs after each sample, as a set step does, so a sample
+        always shows the value in force over the period that ended at it (what a
+        twin needs to replay the period); ``stop_when()`` after it, ending the
+        wait early (returns True) once it holds.
         """
         end = self.t_ns + duration_ns
         while self.next_ns <= end:
@@ -295,9 +297,9 @@ class _Run:
                     data={"late_s": late / NS, "missed": missed}))
                 self.next_ns += missed * self.period_ns
             self.t_ns = self.next_ns
+            self.sample()
             if on_tick:
                 on_tick(self.t_ns)
-            self.sample()
             self.next_ns += self.period_ns
             if self.progress:
                 self.progress(self.t, self.total_s)

@@ -134,3 +134,24 @@ def test_until_on_a_twin_estimate_and_a_failing_timeout(twinloop_ray: Services) 
     assert 0 < untils[0].data["duration_s"] < 300
     assert untils[1].data["failed"] is True and "timed out after 30 s" in untils[1].message
     assert record.outcome == "fail" and not any(e.kind == "fault" for e in record.events)  # stopped there
+
+
+def test_a_ramp_sample_shows_the_setpoint_in_force_over_the_period_before_it(twinloop_ray: Services) -> None:
+    """As after a set step: a twin replays each period with the inputs its closing sample shows."""
+    text = """\
+scenario: ramp-order
+dut: {id: pm, version: "1"}
+devices:
+  module: {type: power_module}
+sample: {every: 1 s}
+steps:
+  - wait: 2 s
+  - ramp: {signal: module.power, from: 0 W, to: 10 W, over: 10 s}
+  - wait: 3 s
+expect:
+  - {name: tj, signal: module.temperature, max: 125 degC}
+"""
+    record = execute(plan(parse_scenario("ramp.yaml", text)))
+    power = dict(zip(record.samples.t, record.samples.columns["module.power"]))
+    # the ramp starts at t = 2 s: the value written at t holds over (t, t + 1] and the sample at t + 1 shows it
+    assert [power[float(t)] for t in range(2, 14)] == [0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]

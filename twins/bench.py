@@ -15,11 +15,12 @@ second of wall time; ratios are twinloop over progpy.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 import warnings
-from typing import Any
+from typing import Any, Iterator
 
 import numpy
 from rich.console import Console
@@ -46,7 +47,8 @@ def progpy_loop(cells: int) -> float:
     load = model.InputContainer({"i": CURRENT_A})
     steps, start = 0, time.perf_counter()
     for _ in range(cells):
-        result = model.simulate_to_threshold(lambda t, x=None: load, dt=DT, save_freq=1e9)
+        with _quiet():
+            result = model.simulate_to_threshold(lambda t, x=None: load, dt=DT, save_freq=1e9)
         steps += round(result.times[-1] / DT)
     return steps / (time.perf_counter() - start)
 
@@ -58,7 +60,8 @@ def progpy_vectorised(cells: int, steps: int) -> float:
     x = model.StateContainer({k: numpy.full(cells, float(x0[k])) for k in x0.keys()})
     load = model.InputContainer({"i": numpy.full(cells, CURRENT_A)})
     start = time.perf_counter()
-    model.simulate_to(steps * DT, lambda t, x=None: load, x=x, dt=DT, save_freq=1e9)
+    with _quiet():
+        model.simulate_to(steps * DT, lambda t, x=None: load, x=x, dt=DT, save_freq=1e9)
     return cells * steps / (time.perf_counter() - start)
 
 
@@ -84,8 +87,7 @@ def progpy_montecarlo(samples: int) -> tuple[float, float]:
     model = _progpy()()
     load = model.InputContainer({"i": CURRENT_A})
     start = time.perf_counter()
-    with warnings.catch_warnings():  # progpy 1.9.0 warns about its own internal calls
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with _quiet():
         result = MonteCarlo(model).predict(ScalarData(model.initialize()), lambda t, x=None: load, n_samples=samples,
                                            dt=DT, save_freq=1e9)
     seconds = time.perf_counter() - start
@@ -98,6 +100,14 @@ def twinloop_montecarlo(samples: int) -> tuple[float, float]:
     start = time.perf_counter()
     ttf = failure_times(model, model.initial_state(samples), {"i": CURRENT_A}, DT, horizon=2e4)
     return time.perf_counter() - start, float(numpy.median(ttf))
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """progpy 1.9.0 raises DeprecationWarnings about its own internal calls; they are not ours to fix."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 def _sync(xp: Any) -> None:

@@ -13,10 +13,20 @@ from twinloop.twins.models.power_module import PowerModuleThermal
 class PowerModuleDevice(EmulatedDevice):
     """A module on a fan-cooled heatsink; ``power`` and ``fan`` are writable.
 
-    Its hidden truth (initial damage, sensor noise) is what the twin must
-    discover from samples alone. Physics advances only when ``step`` is called,
-    so a simulated clock can run it faster than real time.
+    Its hidden truth (initial damage, sensor noise, its own solder creep rate)
+    is what the twin must discover from samples alone. Physics advances only
+    when ``step`` is called, so a simulated clock can run it faster than real time.
+
+    Parameters in ``varied`` not given as keywords are drawn from the model's
+    declared ``spread`` with the seeded RNG, so no two seeds share the twin's
+    nominal values. ``r_ca`` is held at its keyword (nominal by default): the
+    shipped end-of-life scenario judges failure by an absolute junction
+    temperature, which the heatsink path would move; give ``r_ca`` to emulate
+    another heatsink.
     """
+
+    #: Model parameters drawn per unit (from the model's ``spread``) unless given.
+    varied: tuple[str, ...] = ("k_ref",)
 
     device_type = "power_module"
     signals = {
@@ -62,7 +72,11 @@ class PowerModuleDevice(EmulatedDevice):
             raise ValueError(f"sensor_noise cannot be negative, got {sensor_noise}")
         super().__init__({"temperature": ambient, "ambient": ambient, "power": 0.0, "fan": 1.0}, seed)
         self.model = PowerModuleThermal(**model_params)
-        self.state = self.model.initial_state(1, temperature=ambient, damage=initial_damage)
+        p, spread = self.model.params, self.model.spread
+        #: The unit's own parameter values (ground truth the twin never sees).
+        self.hidden = {k: p[k] if k in model_params or k not in self.varied
+                       else p[k] * float(self.rng.lognormal(0.0, spread[k])) for k in spread}
+        self.state = self.model.initial_state(1, temperature=ambient, damage=initial_damage, **self.hidden)
         self.sensor_noise = sensor_noise
 
     def step(self, dt: float) -> None:

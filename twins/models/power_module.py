@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import math
+from typing import Any, ClassVar, Mapping
 
 from twinloop.twins.model import Arrays, DegradationModel, Parameter, Signal
 from twinloop.twins.xp import array_module
@@ -22,12 +23,20 @@ class PowerModuleThermal(DegradationModel):
     resistance, D = dR_jc / R_jc0, at an Arrhenius-accelerated rate
     ``dD/dt = k_ref * exp(Ea/k_B * (1/T_ref - 1/T))`` (creep-dominated solder
     damage; Ea ~0.6 eV, e.g. Lall et al., IEEE Trans. CPMT 2006). End of life is
-    a 20 % rise of R_th, the power-cycling failure criterion of IEC 60749-34 and
+    a 20 % rise of R_jc, the power-cycling failure criterion of IEC 60749-34 and
     ECPE AQG 324.
+
+    No two modules are alike: the heatsink path ``r_ca`` (thermal interface,
+    mounting) and the solder's creep rate ``k_ref`` differ from unit to unit
+    (``spread``: lognormal, relative 1 sigma). They are states, so an estimator
+    learns each unit's own values instead of trusting the nominal ones. With
+    the fan steady, ``r_ca`` and ``damage`` raise the temperature alike and
+    the twin's damage stays uncertain; a fan change separates them (the fan
+    scales only ``r_ca``).
     """
 
     name = "power_module_thermal"
-    states = {"temperature": "degC", "damage": "1"}
+    states = {"temperature": "degC", "damage": "1", "r_ca": "K/W", "k_ref": "1/s"}
     inputs = {"power": Signal("W", 0.0), "ambient": Signal("degC", 25.0), "fan": Signal("1", 1.0)}
     outputs = {"temperature": Signal("degC")}
     parameters = {
@@ -41,31 +50,45 @@ class PowerModuleThermal(DegradationModel):
         "d_fail": Parameter(0.2, "1", 0.01, 5.0, "relative R_jc rise at end of life"),
     }
     output_noise = {"temperature": 0.1}
-    process_noise = {"damage": 2e-4}
-    prior = {"damage": (0.0, 0.15)}
+    #: Unit-to-unit spread of the per-unit parameters (lognormal, relative 1 sigma): emulators draw
+    #: their hidden values from it; the estimator's prior spans +-3 sigma of it.
+    spread: ClassVar[dict[str, float]] = {"r_ca": 0.1, "k_ref": 0.3}
     rul_horizon_s = 30 * 3.15e7
+
+    def __init__(self, **params: float) -> None:
+        super().__init__(**params)
+        p = self.params
+        self.prior = {"damage": (0.0, 0.15),
+                      **{k: (p[k] * math.exp(-3 * s), p[k] * math.exp(3 * s)) for k, s in self.spread.items()}}
+        # Damage's own random walk is the creep law's model error. It is small: each unit's k_ref
+        # carries its rate, and a larger walk (2e-4, as before per-unit states) let damage absorb
+        # a heat-path error within a few hourly samples and drift off the truth over a year.
+        self.process_noise = {"damage": 1e-6}
 
     def initial_state(self, n: int, xp: Any = None, **overrides: Any) -> Arrays:
         xp = xp or array_module()
-        x = {"temperature": xp.full(n, 25.0), "damage": xp.zeros(n)}
+        p = self.params
+        x = {"temperature": xp.full(n, 25.0), "damage": xp.zeros(n), "r_ca": xp.full(n, p["r_ca"]),
+             "k_ref": xp.full(n, p["k_ref"])}
         for key, value in overrides.items():
             x[key] = x[key] * 0 + value
         return x
 
-    def thermal_resistance(self, damage: Any, fan: Any) -> Any:
-        """Junction-to-ambient resistance (K/W) for a damage level and fan state."""
+    def thermal_resistance(self, damage: Any, fan: Any, r_ca: Any = None) -> Any:
+        """Junction-to-ambient resistance (K/W) for a damage level, fan state and heatsink path."""
         p = self.params
-        return p["r_jc0"] * (1 + damage) + p["r_ca"] / (1 - p["fan_loss"] * (1 - fan))
+        r_ca = p["r_ca"] if r_ca is None else r_ca
+        return p["r_jc0"] * (1 + damage) + r_ca / (1 - p["fan_loss"] * (1 - fan))
 
     def next_state(self, x: Arrays, u: Mapping[str, Any], dt: float) -> Arrays:
         p = self.params
         xp = array_module(x["temperature"])
         t, d = x["temperature"], x["damage"]
-        t_ss = u["ambient"] + u["power"] * self.thermal_resistance(d, u["fan"])
+        t_ss = u["ambient"] + u["power"] * self.thermal_resistance(d, u["fan"], x["r_ca"])
         t_next = t_ss + (t - t_ss) * xp.exp(-dt / p["tau"])
         inv = 1.0 / (p["t_ref"] + 273.15) - 1.0 / (0.5 * (t + t_next) + 273.15)
-        rate = p["k_ref"] * xp.exp(p["ea"] / BOLTZMANN_EV * inv)
-        return {"temperature": t_next, "damage": d + rate * dt}
+        rate = x["k_ref"] * xp.exp(p["ea"] / BOLTZMANN_EV * inv)
+        return {"temperature": t_next, "damage": d + rate * dt, "r_ca": x["r_ca"], "k_ref": x["k_ref"]}
 
     def output(self, x: Arrays, u: Mapping[str, Any]) -> Arrays:
         return {"temperature": x["temperature"]}
