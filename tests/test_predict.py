@@ -64,3 +64,16 @@ def test_twin_benchmark_reports_ratios_against_progpy(capsys: pytest.CaptureFixt
     mc = report["montecarlo"]
     # the same model and load: both predict the same end of discharge to within a step or two
     assert abs(mc["progpy_median_eod_s"] - mc["twinloop_median_eod_s"]) <= 2.0
+
+
+@pytest.mark.slow
+def test_accuracy_benchmark_scores_both_estimators_on_the_same_discharge() -> None:
+    pytest.importorskip("progpy")
+    from twinloop.twins.bench import accuracy
+
+    report = accuracy(quick=True)
+    assert report["true_eod_s"] == 3005.0  # progpy's example load, dt = 1 s
+    for who in ("twinloop", "progpy"):
+        # both filters learn the unknown charge and predict the end of discharge within 1 % from 500 s on
+        assert report[who]["rmse_s"] < 30.0, report
+        assert report[who]["alpha_lambda_0.1_0.5"]

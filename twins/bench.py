@@ -110,6 +110,92 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+def example_load(t: float) -> float:
+    """progpy's example discharge profile (its examples/sim.py): 2, 1, 4, 2 then 3 A."""
+    return 2.0 if t < 600 else 1.0 if t < 900 else 4.0 if t < 1800 else 2.0 if t < 3000 else 3.0
+
+
+def accuracy(quick: bool) -> dict[str, Any]:
+    """twinloop's ParticleFilter + failure_times against progpy's ParticleFilter + MonteCarlo, same data.
+
+    A cell discharges under progpy's example load; its temperature and voltage
+    are read every second with Gaussian noise (seeded). Both estimators start
+    from the same cloud drawn from twinloop's prior (unknown charge, temperature
+    near ambient), take the same samples, and at each prediction time predict
+    the end of discharge under the known future load. Scored against the
+    noiseless truth with twins.metrics.
+    """
+    from progpy.predictors import MonteCarlo
+    from progpy.state_estimators import ParticleFilter as TheirFilter
+    from progpy.uncertain_data import UnweightedSamples
+
+    from twinloop.twins import metrics
+    from twinloop.twins.estimate import ParticleFilter
+
+    model = BatteryCircuit()
+    noise = model.output_noise
+    rng = numpy.random.default_rng(0)
+    x, t, truth = model.initial_state(1), 0.0, []
+    while not model.threshold_met(x)[0]:
+        x = model.next_state(x, {"i": example_load(t + DT / 2)}, DT)
+        t += DT
+        out = model.output(x, {})
+        truth.append((t, {k: float(out[k][0]) + rng.normal(0, noise[k]) for k in ("t", "v")}))
+    eol = t
+    times = [500.0, 1500.0, 2500.0] if quick else [500.0, 1000.0, 1500.0, 2000.0, 2500.0]
+    particles = 300 if quick else 1000
+    mc_samples = 50 if quick else 200
+
+    ours = ParticleFilter(model, particles, seed=1)
+    ours.update(0.0, {"i": 0.0}, {"t": model.params["Ta"], "v": float(model.voltage(model.initial_state(1))[0])})
+    cloud = ours.samples()
+    theirs_model = _progpy()(process_noise={k: v for k, v in model.process_noise.items()} | {"qcp": 0.0, "qcs": 0.0})
+    start = [{k: float(cloud[k][j]) for k in ("tb", "qb", "qcp", "qcs")} for j in range(particles)]
+    theirs = TheirFilter(theirs_model, UnweightedSamples(start, _type=theirs_model.StateContainer),
+                         measurement_noise=dict(noise), num_particles=particles)
+    load = lambda tt, x=None: theirs_model.InputContainer({"i": example_load(tt)})  # noqa: E731
+    predictions: dict[str, list] = {"twinloop": [], "progpy": []}
+    seconds = {"twinloop_estimate": 0.0, "progpy_estimate": 0.0, "twinloop_predict": 0.0, "progpy_predict": 0.0}
+    for tk, z in truth:
+        if tk > times[-1]:
+            break
+        u = example_load(tk - DT / 2)
+        s0 = time.perf_counter()
+        ours.update(tk, {"i": u}, z)
+        s1 = time.perf_counter()
+        with _quiet():
+            theirs.estimate(tk, theirs_model.InputContainer({"i": u}), theirs_model.OutputContainer(z))
+        s2 = time.perf_counter()
+        seconds["twinloop_estimate"] += s1 - s0
+        seconds["progpy_estimate"] += s2 - s1
+        if tk in times:
+            s0 = time.perf_counter()
+            ttf = failure_times(model, ours.samples(), lambda tt: {"i": example_load(tt + DT / 2)}, DT,
+                                horizon=2e4, t0=tk)
+            s1 = time.perf_counter()
+            with _quiet():
+                result = MonteCarlo(theirs_model).predict(theirs.x, load, n_samples=mc_samples, dt=DT, t0=tk,
+                                                          save_freq=1e9)
+            s2 = time.perf_counter()
+            seconds["twinloop_predict"] += s1 - s0
+            seconds["progpy_predict"] += s2 - s1
+            predictions["twinloop"].append(ttf[numpy.isfinite(ttf)])
+            predictions["progpy"].append(numpy.array([e["EOD"] - tk for e in result.time_of_event
+                                                      if e["EOD"] is not None]))
+    out: dict[str, Any] = {"true_eod_s": eol, "prediction_times_s": times, "particles": particles,
+                           "progpy_mc_samples": mc_samples, "twinloop_mc_samples": particles}
+    for who, preds in predictions.items():
+        out[who] = {
+            "rmse_s": round(metrics.rmse(times, preds, eol), 1),
+            "alpha_lambda_0.1_0.5": metrics.alpha_lambda(times, preds, eol, alpha=0.1, lam=0.5),
+            "prognostic_horizon_s": metrics.prognostic_horizon(times, preds, eol, alpha=0.1),
+            "median_eod_s": [round(tk + float(numpy.median(p)), 1) for tk, p in zip(times, preds)],
+            "estimate_s": round(seconds[f"{who}_estimate"], 3), "predict_s": round(seconds[f"{who}_predict"], 3)}
+    out["speedup"] = round((seconds["progpy_estimate"] + seconds["progpy_predict"])
+                           / (seconds["twinloop_estimate"] + seconds["twinloop_predict"]), 1)
+    return out
+
+
 def _sync(xp: Any) -> None:
     if xp.__name__ == "cupy":
         xp.cuda.Stream.null.synchronize()
@@ -143,8 +229,31 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short runs (about a minute in all)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--accuracy", action="store_true",
+                        help="estimation + prediction accuracy against progpy on the same noisy data")
     args = parser.parse_args(argv)
     console = Console(stderr=args.json)
+    if args.accuracy:
+        with console.status("battery discharge: both filters on the same samples, then predictions"):
+            a = accuracy(args.quick)
+        if args.json:
+            print(json.dumps(a))
+            return 0
+        table = Table(title=f"End of discharge, true {a['true_eod_s']:.0f} s; predicted at "
+                            f"{', '.join(f'{t:.0f}' for t in a['prediction_times_s'])} s")
+        for col in ("", "RMSE s", "alpha-lambda (0.1, 0.5)", "prognostic horizon s", "median EOD s",
+                    "estimate s", "predict s"):
+            table.add_column(col, justify="right" if col else "left")
+        for who in ("progpy", "twinloop"):
+            r = a[who]
+            table.add_row(who, f"{r['rmse_s']:.1f}", "pass" if r["alpha_lambda_0.1_0.5"] else "fail",
+                          "-" if r["prognostic_horizon_s"] is None else f"{r['prognostic_horizon_s']:.0f}",
+                          ", ".join(f"{v:.0f}" for v in r["median_eod_s"]), f"{r['estimate_s']:.2f}",
+                          f"{r['predict_s']:.2f}")
+        console.print(table)
+        console.print(f"{a['particles']} particles each; progpy MonteCarlo {a['progpy_mc_samples']} samples, "
+                      f"twinloop {a['twinloop_mc_samples']}; twinloop {a['speedup']:,}x faster in all")
+        return 0
     with console.status("battery model: progpy and twinloop, stepping and Monte Carlo"):
         r = run(args.quick)
     if args.json:

@@ -101,6 +101,13 @@ class ParticleFilter:
                 self.x[key] = xp.maximum(a * self.x[key] + (1 - a) * mean[i] + h * kernel[i], 0.0)
         self.w = xp.full(self.n, 1.0 / self.n)
 
+    def samples(self) -> Arrays:
+        """An equally weighted copy of the cloud (systematic resampling), for Monte Carlo prediction."""
+        xp = self.xp
+        positions = (self.rng.random() + xp.arange(self.n)) / self.n
+        idx = xp.minimum(xp.searchsorted(xp.cumsum(self.w), positions), self.n - 1)
+        return {k: v[idx] for k, v in self.x.items()}
+
     def estimate(self) -> dict[str, float]:
         """Weighted mean and standard deviation of every state and of health."""
         if self.x is None:
