@@ -206,3 +206,32 @@ def test_device_twin_without_rul_every_logs_no_rul_columns() -> None:
     twin = DeviceTwin("pump", "pump_bearing", n_particles=100)
     twin.assimilate(0.0, {"speed": 1480.0, "load": 100.0, "vibration": 1.0})
     assert not any(key.startswith("rul_") for key in twin.history())
+
+
+def test_the_rul_interval_covers_the_true_remaining_life_of_seeded_bearings() -> None:
+    """Calibration across units: bearings with their own wear rate (lognormal, 20 %), each seen for half its life.
+
+    The twin's 5-95 % RUL interval should hold the true RUL in about 90 % of
+    units. Measured here: 40 of 40 (and 99-100 of 100 at a quarter and three
+    quarters of life), so the interval is conservative, never overconfident;
+    the test holds it to at least 80 % and to a width that still means something.
+    """
+    model = PumpBearingWear()
+    g = model.params["g"]
+    inside, widths = 0, []
+    for seed in range(40):
+        rng = numpy.random.default_rng(100 + seed)
+        k = model.params["k"] * rng.lognormal(0.0, 0.2)
+        life = math.log(1 + g * model.wear_limit) / (g * k)
+        x, t = model.initial_state(1, k=k), 0.0
+        twin = DeviceTwin("p", "pump_bearing", seed=seed)
+        while t < 0.5 * life:
+            x = model.next_state(x, NOMINAL, SAMPLE_S)
+            t += SAMPLE_S
+            twin.assimilate(t, dict(NOMINAL, vibration=float(model.output(x, NOMINAL)["vibration"][0])
+                                    + rng.normal(0, 0.05)))
+        est = twin.estimate()
+        inside += est["rul_p05_s"] <= life - t <= est["rul_p95_s"]
+        widths.append((est["rul_p95_s"] - est["rul_p05_s"]) / (life - t))
+    assert inside >= 32
+    assert numpy.median(widths) < 0.5
