@@ -49,6 +49,7 @@ class Measure:
     rul_below: float | None = None
     at_least: float | None = None
     quantile: str = "p50"
+    sigmas: float | None = None          # tolerance against the twin's own uncertainty
 
 
 def resolve(source: ScenarioSource, signal_units: dict[str, str]) -> list[Measure]:
@@ -75,7 +76,8 @@ def resolve(source: ScenarioSource, signal_units: dict[str, str]) -> list[Measur
         elif isinstance(e, Tolerance):
             t = e.tolerance
             out.append(Measure(**base, kind="tolerance", signal=t.signal, unit=signal_units[t.signal],
-                               within=conv(("tolerance", "within"), t.within, t.signal, t.unit, True)))
+                               within=conv(("tolerance", "within"), t.within, t.signal, t.unit, True),
+                               sigmas=t.sigmas))
         elif isinstance(e, Deadline):
             d = e.deadline
             out.append(Measure(**base, kind="deadline", signal=d.signal, unit="s", within=d.within,
@@ -150,7 +152,7 @@ def _crossed(m: Measure, v: float) -> bool:
 
 def _judge_one(m: Measure, run: _Run) -> VerdictRecord:
     start, end = run.at(m.window[0], 0.0), run.at(m.window[1], run.end)
-    base = dict(name=m.name, kind=m.kind, unit=m.unit, signal=m.signal, min=m.min, max=m.max,
+    base = dict(name=m.name, kind=m.kind, unit="sigma" if m.sigmas is not None else m.unit, signal=m.signal, min=m.min, max=m.max,
                 marginal_min=m.marginal_min, marginal_max=m.marginal_max)
     if start is None or end is None:
         missing = m.window[0] if start is None else m.window[1]
@@ -181,6 +183,9 @@ def _tolerance(m: Measure, ts: list[float], raw: list[float | None], run: _Run) 
     if column is None:
         return dict(outcome="error", value=None, detail=f"the twin of '{device}' does not predict '{name}'")
     predicted = dict(zip(hist.get("t", []), column))
+    if m.sigmas is not None:
+        return _tolerance_sigmas(m, ts, raw, predicted, dict(zip(hist.get("t", []), hist.get(f"predicted_{name}_std")
+                                                                 or [])), name)
     errors = [abs(v - p) for t, v in zip(ts, raw) if v is not None and (p := predicted.get(t)) is not None]
     if not errors:
         return dict(outcome="error", value=None, detail=f"the twin predicted no '{name}' in the window")
@@ -188,6 +193,23 @@ def _tolerance(m: Measure, ts: list[float], raw: list[float | None], run: _Run) 
     ok = worst <= m.within  # type: ignore[operator]
     return dict(outcome="pass" if ok else "fail", value=worst,
                 detail=f"largest |measured - twin| {worst:g} {m.unit}" + ("" if ok else f" > {m.within:g}"))
+
+
+def _tolerance_sigmas(m: Measure, ts: list[float], raw: list[float | None], predicted: dict[float, Any],
+                      spread: dict[float, Any], name: str) -> dict[str, Any]:
+    """Largest |measured - twin| in units of the twin's own predictive sigma: a twin that disagrees
+    with the device beyond what it claims to know fails, however wide or narrow that is."""
+    if not spread:
+        return dict(outcome="error", value=None, detail=f"the twin reports no uncertainty for '{name}'")
+    scores = [(abs(v - p) / s, t) for t, v in zip(ts, raw)
+              if v is not None and (p := predicted.get(t)) is not None and (s := spread.get(t))]
+    if not scores:
+        return dict(outcome="error", value=None, detail=f"the twin predicted no '{name}' in the window")
+    worst, at = max(scores)
+    ok = worst <= m.sigmas  # type: ignore[operator]
+    return dict(outcome="pass" if ok else "fail", value=worst,
+                detail=f"largest |measured - twin| {worst:.3g} sigma at t={at:g} s"
+                + ("" if ok else f" > {m.sigmas:g}"))
 
 
 def _deadline(m: Measure, ts: list[float], raw: list[float | None], run: _Run) -> dict[str, Any]:
@@ -253,7 +275,8 @@ _KIND: dict[str, Callable[..., dict[str, Any]]] = {
 _LIMIT: dict[str, Callable[[Measure], str]] = {
     "bounds": lambda m: " and ".join(p for p in (f">= {_fmt(m.min)}" if m.min is not None else "",
                                                  f"<= {_fmt(m.max)}" if m.max is not None else "") if p),
-    "tolerance": lambda m: f"|measured - twin| <= {_fmt(m.within)}",
+    "tolerance": lambda m: (f"|measured - twin| <= {m.sigmas:g}" if m.sigmas is not None
+                            else f"|measured - twin| <= {_fmt(m.within)}"),
     "deadline": lambda m: (f"<= {seconds_text(m.within)} after {m.after}" if m.within is not None
                            else f"after {m.after}"),
     "lead_time": lambda m: f">= {seconds_text(m.at_least)} ahead",

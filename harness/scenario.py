@@ -321,11 +321,19 @@ class Bounds(_Expect):
 
 
 class ToleranceSpec(Strict):
-    """The twin's prediction of ``signal`` is within ``within`` of the measurement."""
+    """The twin's prediction of ``signal`` is within ``within`` of the measurement, or within ``sigmas``
+    of its own uncertainty (the spread of its prediction and its assumed sensor noise together)."""
 
     signal: str
-    within: Value
+    within: Value | None = None
+    sigmas: Annotated[float, Field(gt=0)] | None = None
     unit: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "ToleranceSpec":
+        if (self.within is None) == (self.sigmas is None):
+            raise ValueError("give exactly one of 'within' (e.g. 1 degC) or 'sigmas' (e.g. 3)")
+        return self
 
 
 class Tolerance(_Expect):

@@ -55,6 +55,7 @@ class DeviceTwin:
         est = self.filter.estimate()
         est.update({f"innovation_{k}": v for k, v in self.filter.last_innovation.items()})
         est.update({f"predicted_{k}": v for k, v in self.filter.last_prediction.items()})
+        est.update({f"predicted_{k}_std": v for k, v in self.filter.last_prediction_std.items()})
         if self.rul_every_s is not None:
             due = self._rul_at is None or t - self._rul_at >= self.rul_every_s
             rul = self.filter.predict_rul(self.inputs) if due else {}

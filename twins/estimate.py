@@ -42,6 +42,8 @@ class ParticleFilter:
         self.t: float | None = None
         self.last_innovation: dict[str, float] = {}
         self.last_prediction: dict[str, float] = {}
+        #: 1-sigma of each prediction: the cloud's spread of the output and the sensor noise together.
+        self.last_prediction_std: dict[str, float] = {}
 
     def _init(self, measured: Mapping[str, float]) -> None:
         m, xp = self.model, self.xp
@@ -65,13 +67,15 @@ class ParticleFilter:
         self.t = t
         predicted = m.output(self.x, inputs)
         loglik = xp.zeros(self.n)
-        self.last_innovation, self.last_prediction = {}, {}
+        self.last_innovation, self.last_prediction, self.last_prediction_std = {}, {}, {}
         for key, value in measured.items():
             if key not in predicted:
                 continue
             sigma = m.output_noise.get(key, 1.0)
             y = predicted[key]
             self.last_prediction[key] = float((self.w * y).sum())
+            spread = float((self.w * (y - self.last_prediction[key]) ** 2).sum())
+            self.last_prediction_std[key] = math.sqrt(max(spread, 0.0) + sigma * sigma)
             self.last_innovation[key] = (value - self.last_prediction[key]) / sigma
             loglik = loglik - 0.5 * ((value - y) / sigma) ** 2
         w = self.w * xp.exp(loglik - loglik.max())
