@@ -13,7 +13,53 @@ from typing import Any, Mapping
 import numpy
 
 from twinloop.twins.model import Arrays, DegradationModel
-from twinloop.twins.xp import to_numpy
+from twinloop.twins.xp import array_module, to_numpy
+
+
+def forecast(model: DegradationModel, x: Arrays, inputs: Mapping[str, float], dt: float, rng: Any) -> Arrays:
+    """Every member one step ``dt`` ahead, plus the model's random-walk noise (sigma * sqrt(dt)), kept >= 0."""
+    xp = array_module(*x.values())
+    n = next(iter(x.values())).shape[0]
+    x = model.next_state(x, inputs, dt)
+    for key, sigma in model.process_noise.items():
+        x[key] = xp.maximum(x[key] + sigma * math.sqrt(dt) * rng.standard_normal(n), 0.0)
+    return x
+
+
+def summarise(model: DegradationModel, x: Arrays, weights: Any) -> dict[str, float]:
+    """Weighted mean and standard deviation of every state of a cloud, and of its health."""
+    out: dict[str, float] = {}
+    for key, v in dict(x, health=model.health(x)).items():
+        mean = float((weights * v).sum())
+        out[key] = mean
+        out[f"{key}_std"] = math.sqrt(max(float((weights * (v - mean) ** 2).sum()), 0.0))
+    return out
+
+
+def rul_percentiles(model: DegradationModel, x: Arrays, weights: numpy.ndarray, inputs: Mapping[str, float],
+                    horizon: float, steps: int = 200) -> dict[str, float | None]:
+    """Weighted 5/50/95 % time to the failure threshold of a state cloud under constant ``inputs``.
+
+    The members step deterministically, ``steps`` steps over the horizon and
+    again more finely over the span where they cross when that span is short.
+    ``None`` where a percentile does not fail within the horizon (the record's
+    one form for "beyond horizon").
+    """
+    from twinloop.twins.predict import failure_times
+
+    ttf = failure_times(model, dict(x), inputs, horizon / steps, horizon, process_noise=False)
+    finite = ttf[numpy.isfinite(ttf)]
+    if finite.size and 0 < finite.max() < horizon / 4:
+        span = min(horizon, 1.25 * finite.max())
+        ttf = failure_times(model, dict(x), inputs, span / steps, span, process_noise=False)
+    order = numpy.argsort(ttf)
+    cdf = numpy.cumsum(weights[order])
+    pct = {}
+    for q in (5, 50, 95):
+        value = float(ttf[order][min(numpy.searchsorted(cdf, q / 100), len(ttf) - 1)])
+        pct[q] = value if math.isfinite(value) else None
+    return {"rul_p05_s": pct[5], "rul_p50_s": pct[50], "rul_p95_s": pct[95],
+            "p_fail_in_horizon": float(weights[numpy.isfinite(ttf)].sum()), "horizon_s": horizon}
 
 
 class ParticleFilter:
@@ -57,13 +103,8 @@ class ParticleFilter:
         m, xp = self.model, self.xp
         if self.x is None:
             self._init(measured)
-        else:
-            dt = t - self.t
-            if dt > 0:
-                x = m.next_state(self.x, inputs, dt)
-                for key, sigma in m.process_noise.items():
-                    x[key] = xp.maximum(x[key] + sigma * math.sqrt(dt) * self.rng.standard_normal(self.n), 0.0)
-                self.x = x
+        elif t > self.t:
+            self.x = forecast(m, self.x, inputs, t - self.t, self.rng)
         self.t = t
         predicted = m.output(self.x, inputs)
         loglik = xp.zeros(self.n)
@@ -114,15 +155,7 @@ class ParticleFilter:
 
     def estimate(self) -> dict[str, float]:
         """Weighted mean and standard deviation of every state and of health."""
-        if self.x is None:
-            return {}
-        out: dict[str, float] = {}
-        values = dict(self.x, health=self.model.health(self.x))
-        for key, v in values.items():
-            mean = float((self.w * v).sum())
-            out[key] = mean
-            out[f"{key}_std"] = math.sqrt(max(float((self.w * (v - mean) ** 2).sum()), 0.0))
-        return out
+        return {} if self.x is None else summarise(self.model, self.x, self.w)
 
     def predict_rul(self, inputs: Mapping[str, float], horizon_s: float | None = None,
                     steps: int = 200) -> dict[str, float | None]:
@@ -133,34 +166,5 @@ class ParticleFilter:
         """
         if self.x is None:
             return {}
-        horizon = horizon_s or self.model.rul_horizon_s
-        ttf = self._time_to_failure(inputs, horizon, steps)
-        finite = ttf[numpy.isfinite(ttf)]
-        if finite.size and 0 < finite.max() < horizon / 4:
-            # Second pass at finer resolution over the span where particles cross.
-            ttf = self._time_to_failure(inputs, min(horizon, 1.25 * finite.max()), steps)
-        failed = numpy.isfinite(ttf)
-        w = to_numpy(self.w)
-        order = numpy.argsort(ttf)
-        cdf = numpy.cumsum(w[order])
-        pct = {}
-        for q in (5, 50, 95):
-            value = float(ttf[order][min(numpy.searchsorted(cdf, q / 100), self.n - 1)])
-            pct[q] = value if math.isfinite(value) else None
-        return {"rul_p05_s": pct[5], "rul_p50_s": pct[50], "rul_p95_s": pct[95],
-                "p_fail_in_horizon": float(w[failed].sum()), "horizon_s": horizon}
-
-    def _time_to_failure(self, inputs: Mapping[str, float], horizon: float, steps: int) -> numpy.ndarray:
-        m, dt = self.model, horizon / steps
-        x = dict(self.x)
-        ttf = numpy.full(self.n, numpy.inf)
-        failed = to_numpy(m.threshold_met(x)).copy()
-        ttf[failed] = 0.0
-        for k in range(1, steps + 1):
-            x = m.next_state(x, inputs, dt)
-            now = to_numpy(m.threshold_met(x)) & ~failed
-            ttf[now] = k * dt
-            failed |= now
-            if failed.all():
-                break
-        return ttf
+        return rul_percentiles(self.model, self.x, to_numpy(self.w), inputs, horizon_s or self.model.rul_horizon_s,
+                               steps)
