@@ -20,7 +20,8 @@ from twinloop.harness.record import RunRecord, VerdictRecord
 COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "error": "#8250df", "marginal": "#9a6700"}
 MARKED = {"set": "#57606a", "fault": "#cf222e", "power": "#bf8700", "reconnect": "#bf8700",
           "mark": "#0969da", "transport_error": "#8250df", "overrun": "#8250df",
-          "interrupted": "#8250df", "error": "#8250df", "safe_state": "#57606a"}
+          "interrupted": "#8250df", "error": "#8250df", "safe_state": "#57606a",
+          "twin_setpoint": "#1a7f37", "derate": "#bf8700", "maintenance_request": "#cf222e"}
 TIME_UNITS = (("years", 3.156e7), ("d", 86400.0), ("h", 3600.0), ("min", 60.0), ("s", 1.0))
 WINDOWS = ("#0969da", "#8250df", "#1a7f37", "#bf8700")  # judged windows, told apart where they overlap
 CONFIG = {"displaylogo": False, "responsive": True}

@@ -23,6 +23,7 @@ from twinloop.rigs.emulators.base import EmulatorKind, needs_relay
 from twinloop.rigs.registry import emulator_kind, transport_class
 from twinloop.rigs.rig import DeviceSetup
 from twinloop.rigs.transport import SignalSpec
+from twinloop.twins.policy import Decision, Keep, Policy, WriteLimit
 from twinloop.twins.registry import models
 
 
@@ -34,6 +35,7 @@ class DevicePlan:
     read: list[str]
     twin: TwinSpec | None = None
     twin_outputs: frozenset[str] = frozenset()
+    policy: Policy = Policy()  # what a twin/intelligent twin may do, in the rig's units
     initial: tuple[str, ...] = ()  # signals sampled from the start (``read`` adds later sample steps')
 
     @property
@@ -189,7 +191,48 @@ def _twin(where: _Where, device: str, d: DevicePlan) -> DevicePlan:
             where.scenario(("sample", "signals"), f"the twin of '{device}' needs '{device}.{name}' "
                            f"(a model {'input' if name in model.inputs else 'output'}), which "
                            "sample.signals leaves out")
-    return replace(d, twin_outputs=frozenset(model.outputs))
+    return replace(d, twin_outputs=frozenset(model.outputs), policy=_policy(where, device, d, model))
+
+
+def _policy(where: _Where, device: str, d: DevicePlan, model: type) -> Policy:
+    """The twin's writes, keeps and decisions, checked against the rig and the model, in the rig's units."""
+    twin, loc = d.twin, ("devices", device, "twin")
+    writes = {}
+    for name, lim in twin.writes.items():
+        here = (*loc, "writes", name)
+        _signal(where, {device: d}, here, f"{device}.{name}", write=True)
+        if name not in model.inputs:
+            where.scenario(here, f"the twin can only move what its model '{twin.model}' takes as an input "
+                           f"({', '.join(model.inputs)}), not '{name}'")
+        unit = d.signals[name].unit
+        low = _value(where, (*here, "min"), lim.min, unit, None)
+        high = _value(where, (*here, "max"), lim.max, unit, None)
+        if not low < high:
+            where.scenario(here, f"min ({low:g} {unit}) must be below max ({high:g} {unit})")
+        writes[name] = WriteLimit(low, high)
+    keeps = []
+    for i, k in enumerate(twin.keep):
+        here = (*loc, "keep", i)
+        if k.output not in model.outputs and k.output not in model.states:
+            where.scenario((*here, "output"), f"model '{twin.model}' has no output or state '{k.output}'; "
+                           f"it has: {', '.join(dict.fromkeys([*model.outputs, *model.states]))}")
+        unit = model.outputs[k.output].unit if k.output in model.outputs else model.states[k.output]
+        side = "below" if k.below is not None else "above"
+        limit = _value(where, (*here, side), getattr(k, side), unit, None)
+        keeps.append(Keep(k.output, limit, side, k.write, k.horizon, k.quantile))
+    decisions = []
+    for i, dec in enumerate(twin.decide):
+        derate = {}
+        for name, value in dec.derate.items():
+            here = (*loc, "decide", i, "derate", name)
+            v = _value(where, here, value, d.signals[name].unit, None)
+            lim = writes[name]
+            if not lim.low <= v <= lim.high:
+                where.scenario(here, f"{v:g} {d.signals[name].unit} is outside the range 'writes' allows "
+                               f"[{lim.low:g}, {lim.high:g}]")
+            derate[name] = v
+        decisions.append(Decision(dec.when.rul, dec.when.below, derate, dec.maintenance))
+    return Policy(writes, tuple(keeps), tuple(decisions), twin.decide_every)
 
 
 def _signal(where: _Where, devices: dict[str, DevicePlan], loc: tuple[Any, ...], ref: str, *,

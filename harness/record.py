@@ -81,7 +81,8 @@ class Samples(_Data):
 
 EventKind = Literal["set", "fault", "wait", "ramp", "until", "sample", "power", "reconnect", "prompt",
                     "mark", "call", "twin_estimate", "twin_error", "twin_restarted", "overrun", "retry",
-                    "transport_error", "safe_state", "interrupted", "error"]
+                    "transport_error", "safe_state", "interrupted", "error", "twin_anomaly", "twin_setpoint",
+                    "derate", "maintenance_request"]
 
 
 class Event(_Data):

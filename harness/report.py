@@ -14,7 +14,8 @@ from twinloop.harness.verify import Verification
 STYLE = {"pass": "bold green", "fail": "bold red", "error": "bold magenta",
          "ok": "green", "failed": "bold red", "skipped": "yellow"}
 NOTABLE = ("fault", "until", "power", "reconnect", "prompt", "mark", "retry", "transport_error", "overrun",
-           "safe_state", "twin_error", "twin_restarted", "interrupted", "error")
+           "safe_state", "twin_error", "twin_restarted", "interrupted", "error", "twin_anomaly", "twin_setpoint",
+           "derate", "maintenance_request")
 
 
 def duration(seconds: float | None) -> str:

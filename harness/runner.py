@@ -7,6 +7,7 @@ sample taken so far. Every way out goes through the rig's safe state.
 
 from __future__ import annotations
 
+import math
 import platform
 import signal
 import threading
@@ -92,9 +93,19 @@ class _Run:
         self.events: list[Event] = []
         self.calls = Calls()
         setups = {dev: TwinSetup(d.twin.model, dict(d.twin.params), d.twin.level, d.twin.particles,
-                                 rul_every_s=d.twin.rul_every)
+                                 rul_every_s=d.twin.rul_every, filter=d.twin.filter,
+                                 anomaly=d.twin.anomaly.model_dump() if d.twin.anomaly else None,
+                                 policy=d.policy)
                   for dev, d in plan.devices.items() if d.twin is not None}
         self.twins = TwinGroup(self.run_id, setups) if setups else None
+        #: Twins that act on their device, and per setpoint: what the scenario asked, the band the twin
+        #: allows, and what was last written.
+        self.acting = {dev: d.policy for dev, d in plan.devices.items() if d.twin is not None and d.policy}
+        self.commanded: dict[str, dict[str, float]] = {dev: {} for dev in self.acting}
+        self.bands: dict[str, dict[str, tuple[float, float]]] = {dev: {} for dev in self.acting}
+        self.applied: dict[str, dict[str, float]] = {dev: {} for dev in self.acting}
+        self.held: dict[str, dict[str, tuple[float, float] | None]] = {dev: {} for dev in self.acting}
+        self.decided_at: dict[str, float] = {}
         self.active = {dev: list(d.initial or d.read) for dev, d in plan.devices.items()}
         self.powered = {dev: True for dev in plan.devices}
         self.t_ns = 0
@@ -183,8 +194,10 @@ class _Run:
             self.events.append(Event(t=self.t, kind="twin_estimate", device=dev,
                                      note=f"before fault: {a.note}".strip(": "),
                                      data={"estimate": self.twins.estimate(dev)}))
-        if a.fault_kind is None:
-            self.write(dev, a.signal, a.value)
+        if a.fault_kind is None:  # the world acts, not the scenario's command: no twin in between
+            self.write_raw(dev, a.signal, a.value)
+            if a.signal in self.commanded.get(dev, {}):
+                self.commanded[dev][a.signal] = self.applied[dev][a.signal] = a.value
             return Event(t=self.t, kind="fault", device=dev, signal=a.signal, value=a.value, note=a.note)
         self.rig.inject(dev, a.fault_kind, a.duration, a.signal, a.value)
         return Event(t=self.t, kind="fault", device=dev, signal=a.signal, value=a.value, note=a.note,
@@ -343,7 +356,71 @@ class _Run:
         return values if ok else {n: None for n in names}
 
     def write(self, device: str, name: str, value: float) -> None:
+        """A write the scenario asks for; a setpoint an acting twin governs is kept inside the twin's band."""
+        policy = self.acting.get(device)
+        if policy is None or name not in policy.writes:
+            self.write_raw(device, name, value)
+            return
+        changed = self.commanded[device].get(name) != value
+        self.commanded[device][name] = value
+        if changed and self.powered[device]:
+            self.decide(device)  # re-decide before the new command reaches the device
+        self.apply(device, name)
+
+    def write_raw(self, device: str, name: str, value: float) -> None:
         self.call(device, "write", f"{name}={value:g}", lambda: self.rig.transports[device].write(name, value))
+
+    def apply(self, device: str, name: str, why: dict[str, Any] | None = None) -> None:
+        """Write ``name`` as commanded, clipped into the twin's band; a clip or a move by the twin is an event."""
+        commanded = self.commanded[device].get(name)
+        if commanded is None:
+            return
+        low, high = self.bands[device].get(name, (-math.inf, math.inf))
+        value = min(max(commanded, low), high)
+        previous = self.applied[device].get(name)
+        if value != previous:
+            self.write_raw(device, name, value)
+            self.applied[device][name] = value
+        held = self.held[device].get(name)
+        now = (commanded, value) if value != commanded else None
+        if now == held:
+            return
+        self.held[device][name] = now
+        if now is not None or held is not None:
+            self.events.append(Event(
+                t=self.t, kind="twin_setpoint", device=device, signal=name, value=value,
+                message=(f"twin holds {device}.{name} at {value:g} (commanded {commanded:g})" if now
+                         else f"twin releases {device}.{name} to the commanded {commanded:g}"),
+                data={"commanded": commanded, "band": [low, high], **(why or {})}))
+
+    def decide(self, device: str) -> None:
+        """Ask ``device``'s twin for its bands and decisions, record them, and apply them to the device."""
+        self.check_twins(drain=True)  # decide on every sample sent so far
+        for name in self.acting[device].writes:  # a setpoint the scenario never set: govern its present value
+            if name not in self.commanded[device] and self.row.get(f"{device}.{name}") is not None:
+                self.commanded[device][name] = self.applied[device][name] = self.row[f"{device}.{name}"]
+        out = self.twins.decide(device, dict(self.commanded[device]))
+        self.decided_at[device] = self.t
+        for f in out["fired"]:
+            rul = f"RUL {f['rul']} {seconds_text(f['rul_s']) if f['rul_s'] is not None else 'beyond horizon'}"
+            limit = f"below {seconds_text(f['below_s'])}"
+            if f["derate"]:
+                what = ", ".join(f"{device}.{k} <= {v:g}" for k, v in f["derate"].items())
+                self.events.append(Event(t=self.t, kind="derate", device=device, message=f"{rul} {limit}: {what}",
+                                         data=f))
+            if f["maintenance"]:
+                self.events.append(Event(t=self.t, kind="maintenance_request", device=device,
+                                         message=f"{rul} {limit}: {f['maintenance']}", data=f))
+        for name, band in out["bands"].items():
+            self.bands[device][name] = (band["low"], band["high"])
+            if not band["feasible"]:
+                self.events.append(Event(
+                    t=self.t, kind="twin_setpoint", device=device, signal=name,
+                    message=f"no {device}.{name} within its declared range keeps {band['keep']}; "
+                            f"holding the least unsafe value {band['low']:g}", data=band))
+        for name in out["bands"]:
+            self.apply(device, name, {"predicted": out["bands"][name]["predicted"],
+                                      "keep": out["bands"][name]["keep"]})
 
     def reconnect(self, device: str, quiet: bool = False) -> None:
         """Close and reopen a device's transport (a failure to reopen shows on the next call)."""
@@ -370,12 +447,20 @@ class _Run:
                     self.twins.assimilate(dev, self.t, {k: v for k, v in values.items()
                                                         if k not in hidden and v is not None})
             self.check_twins()
+            for dev, policy in self.acting.items():
+                every = policy.every_s or 0.0
+                if dev in rows and self.t - self.decided_at.get(dev, -math.inf) >= every:
+                    self.decide(dev)
 
     def check_twins(self, drain: bool = False) -> None:
         """Record twin failures and restarts as events; a lost twin ends the run as an error."""
         if not self.twins:
             return
         problems = self.twins.drain() if drain else self.twins.problems()
+        for dev, alarm in self.twins.alarms:
+            self.events.append(Event(t=alarm["t"], kind="twin_anomaly", device=dev, message=alarm["message"],
+                                     data={k: v for k, v in alarm.items() if k not in ("t", "message")}))
+        self.twins.alarms.clear()
         for p in problems:
             self.events.append(Event(t=p.t, kind=p.kind, device=p.device, message=p.message))
         if problems:

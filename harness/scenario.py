@@ -67,19 +67,109 @@ class Dut(Strict):
     version: str = Field(min_length=1, max_length=64)
 
 
+class WriteLimitSpec(Strict):
+    """A setpoint the twin may write, and the range it must stay in (a bare number is in the signal's unit)."""
+
+    min: Value
+    max: Value
+
+
+class KeepSpec(Strict):
+    """``twin`` level: hold the twin's prediction of ``output`` (a model output or state) ``horizon`` ahead
+    below or above a limit by narrowing the range of ``write``; judged on the ``quantile`` of its cloud."""
+
+    output: str
+    below: Value | None = None
+    above: Value | None = None
+    write: str
+    horizon: Duration = 600.0
+    quantile: float = Field(0.95, gt=0.5, lt=1.0)
+
+    @model_validator(mode="after")
+    def _one_side(self) -> "KeepSpec":
+        if (self.below is None) == (self.above is None):
+            raise ValueError("give one of 'below' or 'above'")
+        return self
+
+
+class RulTriggerSpec(Strict):
+    """The RUL percentile (``p05``, ``p50``, ``p95``) falling below ``below``."""
+
+    rul: Literal["p05", "p50", "p95"] = "p05"
+    below: Duration
+
+
+class DecisionSpec(Strict):
+    """``intelligent`` level: once ``when`` holds, lower setpoints (``derate``) and/or ask for ``maintenance``."""
+
+    when: RulTriggerSpec
+    derate: dict[str, Value] = Field(default_factory=dict)
+    maintenance: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _acts(self) -> "DecisionSpec":
+        if not self.derate and self.maintenance is None:
+            raise ValueError("a decision needs 'derate' and/or 'maintenance'")
+        return self
+
+
+class AnomalySpec(Strict):
+    """Residual test on the twin's normalised innovations at a per-sample false-alarm rate."""
+
+    false_alarm_rate: float = Field(1e-3, gt=0.0, le=0.05)
+    method: Literal["cusum", "chi2", "both"] = "both"
+    window: int = Field(20, ge=1, le=10_000)
+    shift: float = Field(1.0, gt=0.0, le=3.0)
+    warmup: int = Field(60, ge=0)
+
+
 class TwinSpec(Strict):
-    """The device's twin: model, maturity level, parameters, estimator size.
+    """The device's twin: model, maturity level, parameters, estimator.
 
     ``model`` twins get only the inputs (no sensor data); ``shadow`` twins
-    assimilate live samples. ``rul_every`` is how often (run time) the twin
-    predicts remaining useful life into its history.
+    assimilate live samples; ``twin`` twins may also write setpoints back
+    (``writes``, within the declared ranges) to ``keep`` a prediction within
+    a limit; ``intelligent`` twins also ``decide`` on their remaining useful
+    life (derate, maintenance request). ``rul_every`` is how often (run time)
+    the twin predicts remaining useful life into its history; ``decide_every``
+    how often it decides (default: every sample).
     """
 
     model: str
-    level: Literal["model", "shadow"] = "shadow"
+    level: Literal["model", "shadow", "twin", "intelligent"] = "shadow"
     params: dict[str, float] = Field(default_factory=dict)
+    filter: Literal["particle", "enkf"] = "particle"
     particles: int = Field(1000, ge=10, le=1_000_000)
     rul_every: Duration | None = None
+    anomaly: AnomalySpec | None = None
+    writes: dict[str, WriteLimitSpec] = Field(default_factory=dict)
+    keep: list[KeepSpec] = Field(default_factory=list)
+    decide: list[DecisionSpec] = Field(default_factory=list)
+    decide_every: Duration | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _level_fits(self) -> "TwinSpec":
+        acts = self.level in ("twin", "intelligent")
+        if not acts and (self.writes or self.keep or self.decide):
+            raise ValueError(f"'writes', 'keep' and 'decide' need level 'twin' or 'intelligent' "
+                             f"(this twin is '{self.level}')")
+        if self.level == "twin" and self.decide:
+            raise ValueError("'decide' needs level 'intelligent' (a 'twin' only keeps predictions in limits)")
+        if self.level == "twin" and not self.keep:
+            raise ValueError("a 'twin' level twin needs 'keep' (what it holds in limits); "
+                             "without it use level 'shadow'")
+        if self.level == "intelligent" and not self.decide:
+            raise ValueError("an 'intelligent' twin needs 'decide' (when to derate or ask for maintenance)")
+        for i, k in enumerate(self.keep):
+            if k.write not in self.writes:
+                raise ValueError(f"keep[{i}] moves '{k.write}', which is not in 'writes' "
+                                 f"(declare its range there)")
+        for i, d in enumerate(self.decide):
+            for name in d.derate:
+                if name not in self.writes:
+                    raise ValueError(f"decide[{i}] derates '{name}', which is not in 'writes' "
+                                     f"(declare its range there)")
+        return self
 
 
 class DeviceSpec(Strict):

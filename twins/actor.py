@@ -8,8 +8,13 @@ from typing import Any, Literal, Mapping
 
 import ray
 
+from twinloop.twins.anomaly import InnovationMonitor, filter_innovations
+from twinloop.twins.enkf import EnsembleKalmanFilter
 from twinloop.twins.estimate import ParticleFilter
+from twinloop.twins.policy import MEMBERS, Policy, WriteLimit, keep_band, rul_seconds
 from twinloop.twins.registry import models
+
+FILTERS = {"particle": ParticleFilter, "enkf": EnsembleKalmanFilter}
 
 MaturityLevel = Literal["model", "shadow", "twin", "intelligent"]
 
@@ -24,19 +29,29 @@ def _finite(signals: Mapping[str, Any], names: Mapping[str, Any]) -> dict[str, f
 
 
 class DeviceTwin:
-    """One device's twin: physics model + particle filter + a columnar estimate log.
+    """One device's twin: physics model + estimator (particle or ensemble Kalman filter) + a columnar log.
 
     Plain class so it runs and tests without Ray; ``TwinActor`` wraps it. A new
     ``incarnation`` is drawn whenever the object is (re)built, so a caller can
-    tell that an actor restarted and lost its history.
+    tell that an actor restarted and lost its history. ``anomaly`` holds the
+    keywords of an ``InnovationMonitor`` run on every sample's predictive
+    innovations; ``policy`` is what a ``twin``/``intelligent`` twin may do
+    (see ``decide``).
     """
 
     def __init__(self, device: str, model: str, params: Mapping[str, float] | None = None,
                  level: MaturityLevel = "shadow", n_particles: int = 1000, seed: int = 0,
-                 rul_every_s: float | None = None) -> None:
+                 rul_every_s: float | None = None, filter: str = "particle",
+                 anomaly: Mapping[str, Any] | None = None, policy: Policy | None = None) -> None:
         self.device, self.model_name, self.level = device, model, level
         self.model = models.get(model)(**dict(params or {}))
-        self.filter = ParticleFilter(self.model, n_particles, seed)
+        self.filter = FILTERS[filter](self.model, n_particles, seed)
+        self.monitor = (InnovationMonitor(outputs=tuple(self.model.outputs), **anomaly)
+                        if anomaly is not None else None)
+        self.alarms: list[dict[str, Any]] = []
+        self.policy = policy or Policy()
+        self.caps: dict[str, float] = {}   # ceilings set by derate decisions, for the rest of the run
+        self.fired: list[int] = []         # decisions taken (each fires once)
         self.inputs = self.model.default_inputs()
         self.log: dict[str, list[float | None]] = {"t": []}
         self.incarnation = uuid.uuid4().hex
@@ -48,11 +63,22 @@ class DeviceTwin:
         """The incarnation id; answering at all means the model was built."""
         return self.incarnation
 
-    def assimilate(self, t: float, signals: Mapping[str, float]) -> tuple[str, int]:
-        """Take one sample of named signals (inputs and outputs); returns (incarnation, sequence)."""
+    def assimilate(self, t: float, signals: Mapping[str, float]) -> tuple[str, int, dict[str, Any] | None]:
+        """Take one sample of named signals (inputs and outputs).
+
+        Returns (incarnation, sequence, alarm): the anomaly monitor's alarm on
+        this sample as a dict, else None.
+        """
         self.inputs.update(_finite(signals, self.model.inputs))
         self.filter.update(t, self.inputs, _finite(signals, self.model.outputs))
         est = self.filter.estimate()
+        alarm = None
+        if self.monitor is not None:
+            found = self.monitor.update(filter_innovations(self.filter, predictive=True))
+            est["anomaly"] = 1.0 if found is not None else 0.0
+            if found is not None:
+                alarm = dict(found.as_dict(), t=float(t), message=str(found))
+                self.alarms.append(alarm)
         est.update({f"innovation_{k}": v for k, v in self.filter.last_innovation.items()})
         est.update({f"predicted_{k}": v for k, v in self.filter.last_prediction.items()})
         est.update({f"predicted_{k}_std": v for k, v in self.filter.last_prediction_std.items()})
@@ -72,7 +98,51 @@ class DeviceTwin:
             if key != "t":
                 column.append(est.get(key))
         self.seq += 1
-        return self.incarnation, self.seq
+        return self.incarnation, self.seq, alarm
+
+    def decide(self, commanded: Mapping[str, float]) -> dict[str, Any]:
+        """What the twin does now: the band each of its setpoints may take, and the decisions that fired.
+
+        ``commanded`` is what the scenario last asked of each setpoint. RUL
+        decisions (``intelligent``) are checked first, on the twin's RUL under
+        its present inputs; a derate lowers the setpoint's ceiling for the rest
+        of the run. Then each ``keep`` narrows its setpoint's band to the
+        values whose prediction stays within the limit, nearest the command.
+        Returns ``{"bands": {signal: {low, high, feasible, predicted, keep}},
+        "fired": [decision, ...]}``.
+        """
+        p = self.policy
+        fired: list[dict[str, Any]] = []
+        if p.decide and self.filter.x is not None:
+            rul = self.filter.predict_rul(self.inputs)
+            for i, d in enumerate(p.decide):
+                value = rul.get(f"rul_{d.rul}_s")
+                if i in self.fired or not rul_seconds(value) < d.below_s:
+                    continue
+                self.fired.append(i)
+                for name, ceiling in d.derate.items():
+                    self.caps[name] = min(self.caps.get(name, ceiling), ceiling)
+                fired.append({"decision": i, "t": self.filter.t, "rul": d.rul, "rul_s": value,
+                              "below_s": d.below_s, "derate": dict(d.derate), "maintenance": d.maintenance})
+        bands: dict[str, dict[str, Any]] = {}
+        cloud = None
+        for name, lim in p.writes.items():
+            low, high = lim.low, min(lim.high, self.caps.get(name, lim.high))
+            band: dict[str, Any] = {"low": low, "high": high, "feasible": True, "predicted": None, "keep": None}
+            for k in (k for k in p.keep if k.write == name):
+                if self.filter.x is None:
+                    break
+                if cloud is None:
+                    drawn = self.filter.samples()
+                    stride = max(1, self.filter.n // MEMBERS)
+                    cloud = {key: v[::stride] for key, v in drawn.items()}
+                target = commanded.get(name, self.inputs.get(name, low))
+                low, high, ok, predicted = keep_band(self.model, cloud, self.inputs, k, WriteLimit(low, high),
+                                                     target)
+                band = {"low": low, "high": high, "feasible": ok, "predicted": predicted,
+                        "keep": f"{k.quantity} {k.direction} {k.limit:g}"}
+            bands[name] = band
+        return {"bands": bands, "fired": fired}
 
     def estimate(self) -> dict[str, float | None]:
         """Latest state, health and remaining useful life (seconds; None beyond the horizon)."""
@@ -84,6 +154,10 @@ class DeviceTwin:
     def current_inputs(self) -> dict[str, float]:
         """The inputs the twin is running on (last sampled, else the model's defaults)."""
         return dict(self.inputs)
+
+    def anomalies(self) -> list[dict[str, Any]]:
+        """Every anomaly alarm raised so far."""
+        return list(self.alarms)
 
     def history(self) -> dict[str, list[float | None]]:
         """Every estimate logged so far, one column per quantity."""

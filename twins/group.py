@@ -14,6 +14,7 @@ import ray
 
 from twinloop.errors import TwinError
 from twinloop.twins.actor import TwinActor
+from twinloop.twins.policy import Policy
 
 READY_TIMEOUT_S = 60.0
 DRAIN_TIMEOUT_S = 120.0
@@ -28,6 +29,9 @@ class TwinSetup:
     level: str
     particles: int
     rul_every_s: float | None = None
+    filter: str = "particle"
+    anomaly: dict[str, Any] | None = None
+    policy: Policy = Policy()
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class TwinGroup:
         self._incarnation: dict[str, str] = {}
         self._pending: dict[Any, tuple[str, float]] = {}
         self.lost: set[str] = set()
+        #: Anomaly alarms that came back with the replies, (device, alarm), until the runner takes them.
+        self.alarms: list[tuple[str, dict[str, Any]]] = []
 
     def actor_name(self, device: str) -> str:
         """The Ray actor name of ``device``'s twin (for tools and tests)."""
@@ -58,7 +64,8 @@ class TwinGroup:
         """Create every actor and wait until each has built its model."""
         for dev, s in self.setups.items():
             self.actors[dev] = TwinActor.options(name=self.actor_name(dev)).remote(
-                dev, s.model, s.params, s.level, s.particles, rul_every_s=s.rul_every_s)
+                dev, s.model, s.params, s.level, s.particles, rul_every_s=s.rul_every_s, filter=s.filter,
+                anomaly=s.anomaly, policy=s.policy)
         for dev, actor in self.actors.items():
             try:
                 self._incarnation[dev] = ray.get(actor.ready.remote(), timeout=READY_TIMEOUT_S)
@@ -82,7 +89,9 @@ class TwinGroup:
             if device in self.lost:
                 continue
             try:
-                incarnation, _ = ray.get(ref)
+                incarnation, _, alarm = ray.get(ref)
+                if alarm is not None:
+                    self.alarms.append((device, alarm))
             except ray.exceptions.ActorUnavailableError:
                 incarnation = None  # Ray is restarting it: its state is gone either way
             except ray.exceptions.RayError as err:
@@ -111,6 +120,10 @@ class TwinGroup:
         """The latest estimate of ``device``'s twin."""
         return self._call(device, "estimate")
 
+    def decide(self, device: str, commanded: dict[str, float]) -> dict[str, Any]:
+        """``device``'s twin's setpoint bands and fired decisions (see ``DeviceTwin.decide``)."""
+        return self._call(device, "decide", commanded)
+
     def results(self) -> dict[str, dict[str, Any]]:
         """Final estimate, inputs and history of every twin still standing."""
         return {dev: {"final": self._call(dev, "estimate"), "inputs": self._call(dev, "current_inputs"),
@@ -126,9 +139,9 @@ class TwinGroup:
                 pass
         self.actors.clear()
 
-    def _call(self, device: str, method: str) -> Any:
+    def _call(self, device: str, method: str, *args: Any) -> Any:
         try:
-            return ray.get(getattr(self.actors[device], method).remote(), timeout=DRAIN_TIMEOUT_S)
+            return ray.get(getattr(self.actors[device], method).remote(*args), timeout=DRAIN_TIMEOUT_S)
         except ray.exceptions.ActorUnavailableError as err:
             self.lost.add(device)
             raise TwinError(f"twin of device '{device}' was restarted by Ray and lost its history") from err
