@@ -26,7 +26,14 @@ transports: Registry[type[Transport]] = Registry(
 emulators: Registry[type] = Registry(
     "device emulator", "twinloop.emulators",
     {"power_module": "twinloop.rigs.emulators.power_module:PowerModuleDevice",
-     "pump": "twinloop.rigs.emulators.pump:PumpDevice"},
+     "pump": "twinloop.rigs.emulators.pump:PumpDevice",
+     # One per twin model without a hand-written emulator: the model's physics with hidden truth.
+     "battery_circuit": "twinloop.rigs.emulators.model_device:BatteryCircuitDevice",
+     "li_ion_capacity_fade": "twinloop.rigs.emulators.model_device:LiIonCellDevice",
+     "electrolytic_capacitor": "twinloop.rigs.emulators.model_device:ElectrolyticCapacitorDevice",
+     "paris_crack_growth": "twinloop.rigs.emulators.model_device:CrackGrowthDevice",
+     "solder_joint_fatigue": "twinloop.rigs.emulators.model_device:SolderJointDevice",
+     "electromigration": "twinloop.rigs.emulators.model_device:ElectromigrationDevice"},
     error=TransportUnavailableError,
 )
 
