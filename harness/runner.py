@@ -95,7 +95,7 @@ class _Run:
         setups = {dev: TwinSetup(d.twin.model, dict(d.twin.params), d.twin.level, d.twin.particles,
                                  rul_every_s=d.twin.rul_every, filter=d.twin.filter,
                                  anomaly=d.twin.anomaly.model_dump() if d.twin.anomaly else None,
-                                 policy=d.policy)
+                                 policy=d.policy, array=d.twin.array)
                   for dev, d in plan.devices.items() if d.twin is not None}
         self.twins = TwinGroup(self.run_id, setups) if setups else None
         #: Twins that act on their device, and per setpoint: what the scenario asked, the band the twin

@@ -132,13 +132,15 @@ class TwinSpec(Strict):
     a limit; ``intelligent`` twins also ``decide`` on their remaining useful
     life (derate, maintenance request). ``rul_every`` is how often (run time)
     the twin predicts remaining useful life into its history; ``decide_every``
-    how often it decides (default: every sample).
+    how often it decides (default: every sample). ``array`` runs the filter
+    on NumPy, CuPy, or ``auto`` (CuPy where the twin's node has a GPU).
     """
 
     model: str
     level: Literal["model", "shadow", "twin", "intelligent"] = "shadow"
     params: dict[str, float] = Field(default_factory=dict)
     filter: Literal["particle", "enkf"] = "particle"
+    array: Literal["numpy", "cupy", "auto"] = "numpy"
     particles: int = Field(1000, ge=10, le=1_000_000)
     rul_every: Duration | None = None
     anomaly: AnomalySpec | None = None

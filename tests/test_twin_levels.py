@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from twinloop.errors import ConfigError
+from twinloop.errors import ConfigError, TwinError
 from twinloop.harness.plan import plan
 from twinloop.harness.record import RunRecord
 from twinloop.harness.runner import execute
@@ -164,3 +164,34 @@ def test_the_anomaly_monitor_reports_a_stuck_sensor_as_an_event(twinloop_ray: Se
     assert alarms, "a sensor stuck 60 K low must raise an alarm"
     assert any(600.0 <= e.t <= 660.0 and e.data["direction"] in ("low", "high") for e in alarms)
     assert "anomaly" in record.twins["module"].history
+
+
+def test_the_array_module_comes_from_configuration() -> None:
+    import numpy
+
+    twin = DeviceTwin("m", "power_module_thermal", n_particles=50, array="auto")
+    try:
+        import cupy  # noqa: F401
+        has_gpu = cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        has_gpu = False
+    assert (twin.xp.__name__ == "cupy") == has_gpu
+    if not has_gpu:
+        assert twin.xp is numpy
+        with pytest.raises(TwinError, match="array: cupy needs CuPy"):
+            DeviceTwin("m", "power_module_thermal", n_particles=50, array="cupy")
+
+
+def test_a_twin_on_an_array_module_it_cannot_have_fails_the_run_with_the_reason(twinloop_ray: Services) -> None:
+    pytest.importorskip("numpy")
+    try:
+        import cupy
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            pytest.skip("this machine has a GPU: array: cupy works here")
+    except Exception:
+        pass
+    text = (ROOT / "scenarios" / "smoke.yaml").read_text().replace(
+        "      level: shadow\n", "      level: shadow\n      array: cupy\n")
+    record = execute(plan(parse_scenario("smoke.yaml", text)))
+    assert record.outcome == "error"
+    assert "did not start" in record.error and "array: cupy needs CuPy" in record.error

@@ -13,6 +13,7 @@ from twinloop.twins.enkf import EnsembleKalmanFilter
 from twinloop.twins.estimate import ParticleFilter
 from twinloop.twins.policy import MEMBERS, Policy, WriteLimit, keep_band, rul_seconds
 from twinloop.twins.registry import models
+from twinloop.twins.xp import named_module
 
 FILTERS = {"particle": ParticleFilter, "enkf": EnsembleKalmanFilter}
 
@@ -36,16 +37,19 @@ class DeviceTwin:
     tell that an actor restarted and lost its history. ``anomaly`` holds the
     keywords of an ``InnovationMonitor`` run on every sample's predictive
     innovations; ``policy`` is what a ``twin``/``intelligent`` twin may do
-    (see ``decide``).
+    (see ``decide``). ``array`` picks NumPy, CuPy or ``auto`` (CuPy where a
+    GPU is) for the filter's cloud.
     """
 
     def __init__(self, device: str, model: str, params: Mapping[str, float] | None = None,
                  level: MaturityLevel = "shadow", n_particles: int = 1000, seed: int = 0,
                  rul_every_s: float | None = None, filter: str = "particle",
-                 anomaly: Mapping[str, Any] | None = None, policy: Policy | None = None) -> None:
+                 anomaly: Mapping[str, Any] | None = None, policy: Policy | None = None,
+                 array: str = "numpy") -> None:
         self.device, self.model_name, self.level = device, model, level
         self.model = models.get(model)(**dict(params or {}))
-        self.filter = FILTERS[filter](self.model, n_particles, seed)
+        self.xp = named_module(array)
+        self.filter = FILTERS[filter](self.model, n_particles, seed, xp=self.xp)
         self.monitor = (InnovationMonitor(outputs=tuple(self.model.outputs), **anomaly)
                         if anomaly is not None else None)
         self.alarms: list[dict[str, Any]] = []

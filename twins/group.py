@@ -32,6 +32,7 @@ class TwinSetup:
     filter: str = "particle"
     anomaly: dict[str, Any] | None = None
     policy: Policy = Policy()
+    array: str = "numpy"
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class TwinGroup:
         for dev, s in self.setups.items():
             self.actors[dev] = TwinActor.options(name=self.actor_name(dev)).remote(
                 dev, s.model, s.params, s.level, s.particles, rul_every_s=s.rul_every_s, filter=s.filter,
-                anomaly=s.anomaly, policy=s.policy)
+                anomaly=s.anomaly, policy=s.policy, array=s.array)
         for dev, actor in self.actors.items():
             try:
                 self._incarnation[dev] = ray.get(actor.ready.remote(), timeout=READY_TIMEOUT_S)
