@@ -9,7 +9,10 @@ Both sides run without process noise for the stepping rates and with each
 one's own default process noise for the prediction. Rates are unit-steps per
 second of wall time; ratios are twinloop over progpy.
 
-    python -m twinloop.twins.bench [--quick] [--json]
+With ``--accuracy``, also the pump-bearing twin's remaining useful life
+against its emulator's ground truth (``twins.accuracy``; no progpy there).
+
+    python -m twinloop.twins.bench [--quick] [--json] [--accuracy]
 """
 
 from __future__ import annotations
@@ -234,9 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(stderr=args.json)
     if args.accuracy:
+        from twinloop.twins.accuracy import FULL, QUICK, degradation_accuracy, degradation_table
+
         with console.status("battery discharge: both filters on the same samples, then predictions"):
             a = accuracy(args.quick)
+        with console.status("pump bearing wear: the twin's RUL against the emulator's truth"):
+            d = degradation_accuracy(**(QUICK if args.quick else FULL))
         if args.json:
+            a.update({f"degradation_{k}": v for k, v in d.items()})
             print(json.dumps(a))
             return 0
         table = Table(title=f"End of discharge, true {a['true_eod_s']:.0f} s; predicted at "
@@ -253,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(table)
         console.print(f"{a['particles']} particles each; progpy MonteCarlo {a['progpy_mc_samples']} samples, "
                       f"twinloop {a['twinloop_mc_samples']}; twinloop {a['speedup']:,}x faster in all")
+        table, line = degradation_table(d)
+        console.print(table)
+        console.print(line)
         return 0
     with console.status("battery model: progpy and twinloop, stepping and Monte Carlo"):
         r = run(args.quick)
