@@ -462,9 +462,11 @@ class _Run:
                                      data={k: v for k, v in alarm.items() if k not in ("t", "message")}))
         self.twins.alarms.clear()
         for p in problems:
-            self.events.append(Event(t=p.t, kind=p.kind, device=p.device, message=p.message))
-        if problems:
-            raise TwinError(problems[0].message)
+            self.events.append(Event(t=p.t, kind=p.kind, device=p.device, message=p.message,
+                                     note="" if p.fatal else "restored"))
+        fatal = [p for p in problems if p.fatal]
+        if fatal:
+            raise TwinError(fatal[0].message)
 
     def safe_state(self) -> str | None:
         """Apply every open device's safe state, log it, and return the first failure, if any."""

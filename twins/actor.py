@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
+import pickle
 import uuid
+from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import ray
 
+from twinloop.errors import TwinError
 from twinloop.twins.anomaly import InnovationMonitor, filter_innovations
 from twinloop.twins.enkf import EnsembleKalmanFilter
 from twinloop.twins.estimate import ParticleFilter
@@ -39,13 +43,20 @@ class DeviceTwin:
     innovations; ``policy`` is what a ``twin``/``intelligent`` twin may do
     (see ``decide``). ``array`` picks NumPy, CuPy or ``auto`` (CuPy where a
     GPU is) for the filter's cloud.
+
+    With ``checkpoint`` (a file path) the twin saves its state after every
+    sample and decision (atomically: a temporary file, then ``os.replace``)
+    and appends each logged row to a journal beside it; a twin built again
+    on the same path (Ray restarting a crashed actor) restores from them.
+    Samples carry sequence numbers, so one retried after a restart is
+    applied once and a gap is an error.
     """
 
     def __init__(self, device: str, model: str, params: Mapping[str, float] | None = None,
                  level: MaturityLevel = "shadow", n_particles: int = 1000, seed: int = 0,
                  rul_every_s: float | None = None, filter: str = "particle",
                  anomaly: Mapping[str, Any] | None = None, policy: Policy | None = None,
-                 array: str = "numpy") -> None:
+                 array: str = "numpy", checkpoint: str | None = None) -> None:
         self.device, self.model_name, self.level = device, model, level
         self.model = models.get(model)(**dict(params or {}))
         self.xp = named_module(array)
@@ -62,17 +73,95 @@ class DeviceTwin:
         self.seq = 0
         self.rul_every_s = rul_every_s
         self._rul_at: float | None = None
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.restored_at: int | None = None  # the sample sequence restored from, after a restart
+        #: Samples that arrived ahead of one still missing (Ray retries calls after a restart in any order).
+        self.waiting: dict[int, tuple[float, dict[str, float]]] = {}
+        if self.checkpoint is not None:
+            if self.checkpoint.exists():
+                self._restore()
+            else:
+                self._save()
 
     def ready(self) -> str:
         """The incarnation id; answering at all means the model was built."""
         return self.incarnation
 
-    def assimilate(self, t: float, signals: Mapping[str, float]) -> tuple[str, int, dict[str, Any] | None]:
-        """Take one sample of named signals (inputs and outputs).
+    _STATE = ("inputs", "seq", "_rul_at", "monitor", "alarms", "caps", "fired", "waiting")
+    _NOT_SAVED = ("model", "xp")  # the filter's model and array module: rebuilt from the arguments
 
-        Returns (incarnation, sequence, alarm): the anomaly monitor's alarm on
-        this sample as a dict, else None.
+    def _save(self) -> None:
+        """Write the state (not the log, which the journal holds) atomically."""
+        tmp = self.checkpoint.with_name(self.checkpoint.name + ".tmp")
+        with open(tmp, "wb") as f:
+            state = {k: getattr(self, k) for k in self._STATE}
+            state["filter"] = {k: v for k, v in vars(self.filter).items() if k not in self._NOT_SAVED}
+            pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, self.checkpoint)
+
+    def _journal(self, row: dict[str, Any]) -> None:
+        with open(self.checkpoint.with_name(self.checkpoint.name + ".log"), "ab") as f:
+            pickle.dump(row, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _restore(self) -> None:
+        """State from the checkpoint, log rows from the journal up to its sample (a torn last row is dropped)."""
+        with open(self.checkpoint, "rb") as f:
+            state = pickle.load(f)
+        vars(self.filter).update(state.pop("filter"))
+        for key, value in state.items():
+            setattr(self, key, value)
+        rows: list[dict[str, Any]] = []
+        journal = self.checkpoint.with_name(self.checkpoint.name + ".log")
+        if journal.exists():
+            with open(journal, "rb") as f:
+                while len(rows) < self.seq:
+                    try:
+                        rows.append(pickle.load(f))
+                    except (EOFError, pickle.UnpicklingError):
+                        break
+        if len(rows) != self.seq:
+            raise TwinError(f"twin of '{self.device}': checkpoint at sample {self.seq} but its journal "
+                            f"holds {len(rows)} rows")
+        for row in rows:
+            self._log_row(row)
+        self.restored_at = self.seq
+
+    def _log_row(self, est: Mapping[str, Any]) -> None:
+        # One entry per row in every column (None where a quantity was not computed, e.g. the
+        # innovation of an output whose reading was NaN), so columns line up with ``t``.
+        row = len(self.log["t"])
+        self.log["t"].append(float(est["t"]))
+        for key in est:
+            self.log.setdefault(key, [None] * row)
+        for key, column in self.log.items():
+            if key != "t":
+                column.append(est.get(key))
+
+    def assimilate(self, t: float, signals: Mapping[str, float], seq: int | None = None
+                   ) -> tuple[str, int, list[dict[str, Any]], int | None]:
+        """Take one sample of named signals (inputs and outputs); ``seq`` numbers it from 1.
+
+        Returns (incarnation, samples taken, alarms, restored_at): the anomaly
+        monitor's alarms raised by this call, and the sequence this twin was
+        restored from after a restart (else None). A sample already taken (a
+        call Ray retried after a restart) is acknowledged, not applied; one
+        ahead of a missing one waits for it, so samples apply in order.
         """
+        if seq is not None and seq > self.seq + 1:
+            self.waiting[seq] = (float(t), dict(signals))
+            if self.checkpoint is not None:
+                self._save()
+        alarms: list[dict[str, Any]] = []
+        if seq is None or seq == self.seq + 1:
+            alarm = self._take(t, signals)
+            alarms += [alarm] if alarm else []
+            while self.seq + 1 in self.waiting:
+                alarm = self._take(*self.waiting.pop(self.seq + 1))
+                alarms += [alarm] if alarm else []
+        return self.incarnation, self.seq, alarms, self.restored_at
+
+    def _take(self, t: float, signals: Mapping[str, float]) -> dict[str, Any] | None:
+        """Apply one sample: update the filter, log a row, checkpoint; returns an anomaly alarm or None."""
         self.inputs.update(_finite(signals, self.model.inputs))
         self.filter.update(t, self.inputs, _finite(signals, self.model.outputs))
         est = self.filter.estimate()
@@ -92,17 +181,13 @@ class DeviceTwin:
             if due:
                 self._rul_at = float(t)
             est.update({k: rul.get(k) for k in ("rul_p05_s", "rul_p50_s", "rul_p95_s")})
-        # One entry per row in every column (None where a quantity was not computed, e.g. the
-        # innovation of an output whose reading was NaN), so columns line up with ``t``.
-        row = len(self.log["t"])
-        self.log["t"].append(float(t))
-        for key in est:
-            self.log.setdefault(key, [None] * row)
-        for key, column in self.log.items():
-            if key != "t":
-                column.append(est.get(key))
+        est["t"] = float(t)
+        self._log_row(est)
         self.seq += 1
-        return self.incarnation, self.seq, alarm
+        if self.checkpoint is not None:
+            self._journal(est)
+            self._save()
+        return alarm
 
     def decide(self, commanded: Mapping[str, float]) -> dict[str, Any]:
         """What the twin does now: the band each of its setpoints may take, and the decisions that fired.
@@ -146,6 +231,8 @@ class DeviceTwin:
                 band = {"low": low, "high": high, "feasible": ok, "predicted": predicted,
                         "keep": f"{k.quantity} {k.direction} {k.limit:g}"}
             bands[name] = band
+        if self.checkpoint is not None:
+            self._save()
         return {"bands": bands, "fired": fired}
 
     def estimate(self) -> dict[str, float | None]:
@@ -168,6 +255,6 @@ class DeviceTwin:
         return {k: list(v) for k, v in self.log.items()}
 
 
-@ray.remote(max_restarts=3, max_task_retries=0, num_cpus=0)
+@ray.remote(max_restarts=3, max_task_retries=-1, num_cpus=0)
 class TwinActor(DeviceTwin):
     """DeviceTwin as a Ray actor (one per device in HIL runs)."""

@@ -7,7 +7,10 @@ and loses its history) becomes a ``TwinProblem`` the runner records.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 import ray
@@ -37,19 +40,28 @@ class TwinSetup:
 
 @dataclass(frozen=True)
 class TwinProblem:
-    """A twin failed (``twin_error``) or was rebuilt by Ray and lost its state (``twin_restarted``)."""
+    """A twin failed (``twin_error``) or was rebuilt by Ray (``twin_restarted``).
+
+    A restarted twin that restored its checkpoint lost nothing: ``fatal`` is False.
+    """
 
     device: str
     kind: str
     t: float
     message: str
+    fatal: bool = True
 
 
 class TwinGroup:
     """Actors named ``twinloop/<run id>/<device>``, started together and stopped together."""
 
-    def __init__(self, run_id: str, setups: Mapping[str, TwinSetup]) -> None:
+    def __init__(self, run_id: str, setups: Mapping[str, TwinSetup], checkpoints: str | Path | None = None) -> None:
         self.run_id, self.setups = run_id, dict(setups)
+        #: Where each twin checkpoints (one file per device); a temporary folder, removed by ``stop``, if not given.
+        self._own_folder = checkpoints is None
+        self.checkpoints = Path(checkpoints) if checkpoints else Path(tempfile.mkdtemp(prefix="twinloop-twins-"))
+        self._seq: dict[str, int] = {}    # samples sent, per device
+        self._taken: dict[str, int] = {}  # samples the twin reports applied, per device
         self.actors: dict[str, Any] = {}
         self._incarnation: dict[str, str] = {}
         self._pending: dict[Any, tuple[str, float]] = {}
@@ -66,7 +78,8 @@ class TwinGroup:
         for dev, s in self.setups.items():
             self.actors[dev] = TwinActor.options(name=self.actor_name(dev)).remote(
                 dev, s.model, s.params, s.level, s.particles, rul_every_s=s.rul_every_s, filter=s.filter,
-                anomaly=s.anomaly, policy=s.policy, array=s.array)
+                anomaly=s.anomaly, policy=s.policy, array=s.array,
+                checkpoint=str(self.checkpoints / f"{dev}.ckpt"))
         for dev, actor in self.actors.items():
             try:
                 self._incarnation[dev] = ray.get(actor.ready.remote(), timeout=READY_TIMEOUT_S)
@@ -76,7 +89,8 @@ class TwinGroup:
     def assimilate(self, device: str, t: float, signals: Mapping[str, float]) -> None:
         """Send one sample to ``device``'s twin; its reply is checked by ``problems``."""
         if device in self.actors and device not in self.lost:
-            self._pending[self.actors[device].assimilate.remote(t, dict(signals))] = (device, t)
+            self._seq[device] = seq = self._seq.get(device, 0) + 1
+            self._pending[self.actors[device].assimilate.remote(t, dict(signals), seq)] = (device, t)
 
     def problems(self, wait_s: float = 0.0) -> list[TwinProblem]:
         """Replies that arrived (all of them, waiting up to ``wait_s``), as problems found."""
@@ -90,20 +104,25 @@ class TwinGroup:
             if device in self.lost:
                 continue
             try:
-                incarnation, _, alarm = ray.get(ref)
-                if alarm is not None:
-                    self.alarms.append((device, alarm))
-            except ray.exceptions.ActorUnavailableError:
-                incarnation = None  # Ray is restarting it: its state is gone either way
+                incarnation, taken, alarms, restored_at = ray.get(ref)
+                self._taken[device] = max(self._taken.get(device, 0), taken)
+                self.alarms += [(device, alarm) for alarm in alarms]
             except ray.exceptions.RayError as err:
                 self.lost.add(device)
                 found.append(TwinProblem(device, "twin_error", t, f"twin of device '{device}' failed "
                                          f"at t={t:g} s: {_first_line(err)}"))
                 continue
             if incarnation != self._incarnation[device]:
-                self.lost.add(device)
-                found.append(TwinProblem(device, "twin_restarted", t, f"twin of device '{device}' "
-                                         f"was restarted by Ray before t={t:g} s and lost its history"))
+                self._incarnation[device] = incarnation
+                if restored_at is None:
+                    self.lost.add(device)
+                    found.append(TwinProblem(device, "twin_restarted", t, f"twin of device '{device}' "
+                                             f"was restarted by Ray before t={t:g} s and lost its history"))
+                else:
+                    found.append(TwinProblem(device, "twin_restarted", t, f"twin of device '{device}' was "
+                                             f"restarted by Ray before t={t:g} s and restored from its "
+                                             f"checkpoint at sample {restored_at}; no sample lost",
+                                             fatal=False))
         return found
 
     def drain(self) -> list[TwinProblem]:
@@ -115,6 +134,11 @@ class TwinGroup:
                 found.append(TwinProblem(device, "twin_error", t, f"twin of device '{device}' did not "
                                          f"answer within {DRAIN_TIMEOUT_S:.0f} s"))
         self._pending.clear()
+        for device, sent in self._seq.items():
+            if device not in self.lost and self._taken.get(device, 0) != sent:
+                self.lost.add(device)
+                found.append(TwinProblem(device, "twin_error", 0.0, f"twin of device '{device}' applied "
+                                         f"{self._taken.get(device, 0)} of the {sent} samples sent to it"))
         return found
 
     def estimate(self, device: str) -> dict[str, Any]:
@@ -139,13 +163,12 @@ class TwinGroup:
             except ray.exceptions.RayError:
                 pass
         self.actors.clear()
+        if self._own_folder:
+            shutil.rmtree(self.checkpoints, ignore_errors=True)
 
     def _call(self, device: str, method: str, *args: Any) -> Any:
         try:
             return ray.get(getattr(self.actors[device], method).remote(*args), timeout=DRAIN_TIMEOUT_S)
-        except ray.exceptions.ActorUnavailableError as err:
-            self.lost.add(device)
-            raise TwinError(f"twin of device '{device}' was restarted by Ray and lost its history") from err
         except (ray.exceptions.RayError, TimeoutError) as err:
             self.lost.add(device)
             raise TwinError(f"twin of device '{device}' failed: {_first_line(err)}") from err
