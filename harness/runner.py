@@ -418,9 +418,7 @@ class _Run:
                     t=self.t, kind="twin_setpoint", device=device, signal=name,
                     message=f"no {device}.{name} within its declared range keeps {band['keep']}; "
                             f"holding the least unsafe value {band['low']:g}", data=band))
-        for name in out["bands"]:
-            self.apply(device, name, {"predicted": out["bands"][name]["predicted"],
-                                      "keep": out["bands"][name]["keep"]})
+            self.apply(device, name, {"predicted": band["predicted"], "keep": band["keep"]})
 
     def reconnect(self, device: str, quiet: bool = False) -> None:
         """Close and reopen a device's transport (a failure to reopen shows on the next call)."""
