@@ -1,4 +1,4 @@
-"""The ``twinloop`` command: run a scenario, verify a recorded run."""
+"""The ``twinloop`` command: run a scenario, simulate a fleet, verify a recorded run."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,19 +15,24 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from twinloop.errors import ConfigError, LedgerError, TwinloopError
+from twinloop.harness.fleet_record import FleetRecord, read_bundle
+from twinloop.harness.fleet_report import fleet_report, write_fleet_html
 from twinloop.harness.pipeline import Pipeline
 from twinloop.harness.plan import Plan
 from twinloop.harness.html_report import write_html
 from twinloop.harness.judge import seconds_text
-from twinloop.harness.record import RunRecord
 from twinloop.harness.report import STYLE, commit_report, run_report, verify_report
 from twinloop.harness.scenario import json_schema, load_points, select_point
 from twinloop.harness.runner import sigterm_interrupts
 from twinloop.harness.services import DEFAULT_HOME, ServiceOptions, Services
 from twinloop.ledger.ipfs import import_file
+from twinloop.twins.fleet import FleetProgress, clear_checkpoints
+from twinloop.twins.fleet_spec import json_schema as fleet_schema, load_fleet
 
 EXIT = {"pass": 0, "fail": 1, "error": 2}
 EXIT_INTERRUPTED = 130
+#: The part of a fleet record that depends only on the fleet file (``FleetResult.outcome()``, less the notes).
+OUTCOME_KEYS = {"seed", "horizon_s", "dt_s", "steps", "units", "groups"}
 
 
 def _service_args(p: argparse.ArgumentParser) -> None:
@@ -130,8 +136,59 @@ def _run_one(args: argparse.Namespace, console: Console, pipeline: Pipeline, pla
                          for v in record.verdicts]}
 
 
+def cmd_simulate(args: argparse.Namespace, console: Console) -> int:
+    source = load_fleet(args.fleet)  # a bad file stops here: nothing started, nothing recorded
+    plan = source.plan
+    out = Console(stderr=True) if args.json else console
+    quiet = args.quiet or args.json
+    with _services(args) as services:
+        checkpoints = args.checkpoints or services.home / "fleet-checkpoints" / plan.fleet
+        pipeline = Pipeline(services)
+        if not quiet:
+            out.print(f"fleet     {escape(plan.fleet)} ({source.path}, sha256 {source.sha256[:12]}): "
+                      f"{plan.units:,} units, {plan.steps:,} steps of {seconds_text(plan.dt)}", highlight=False)
+        with out.status("starting Ray and the ledger", spinner="dots") if not quiet else nullcontext():
+            dashboard = pipeline.prepare_fleet()
+        if not quiet:
+            out.print(f"dashboard {dashboard or 'not running (this Ray has none)'}", highlight=False)
+            out.print(f"checkpoints {checkpoints}" + (" (resuming)" if args.resume else ""), highlight=False)
+        with Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.fields[what]}"),
+                      TimeElapsedColumn(), console=out, transient=True, disable=quiet) as bar:
+            task = bar.add_task("fleet", total=None, what="starting shards")
+
+            def progress(p: FleetProgress) -> None:
+                bar.update(task, total=p.calls_total, completed=p.calls_done,
+                           what=f"{p.failed:,} failed" + (f", {p.restarts} restart(s)" if p.restarts else ""))
+
+            try:
+                record = pipeline.simulate(source, checkpoints, progress, resume=args.resume, shards=args.shards)
+            except (TwinloopError, KeyboardInterrupt):
+                if any(checkpoints.glob("shard-*.npz")):
+                    out.print(f"[yellow]the shards' checkpoints are kept in {escape(str(checkpoints))}; "
+                              f"add --resume to go on from them[/]")
+                raise
+        if not quiet:
+            fleet_report(out, record)
+        committed = pipeline.commit(record)
+        report = write_fleet_html(record, services.home / "reports" / f"{record.run_id}.html",
+                                  {"cid": committed.cid, "tx": committed.tx_hash})
+        clear_checkpoints(checkpoints)
+    if args.json:
+        print(json.dumps({"run_id": record.run_id, "bundle_cid": committed.cid, "tx": committed.tx_hash,
+                          "report": str(report), "dashboard": dashboard,
+                          "outcome": record.model_dump(mode="json", include=OUTCOME_KEYS),
+                          "run": record.run.model_dump(mode="json")}))
+    elif args.quiet:
+        console.print(f"SIMULATED {plan.fleet} run {record.run_id} bundle {committed.cid}", highlight=False,
+                      markup=False, soft_wrap=True)
+    else:
+        console.print(f"run id    {record.run_id}\nbundle    {committed.cid}\ntx        {committed.tx_hash}\n"
+                      f"report    {report}", highlight=False, markup=False, soft_wrap=True)
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace, console: Console) -> int:
-    print(json.dumps(json_schema(), indent=2))
+    print(json.dumps(fleet_schema() if args.fleet else json_schema(), indent=2))
     return 0
 
 
@@ -139,15 +196,16 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     committed, home = None, args.home
     if Path(args.run).suffix == ".json" or Path(args.run).is_file():
         data = Path(args.run).read_bytes()
-        record = RunRecord.from_bytes(data)
+        record = read_bundle(data)
         committed = {"cid": f"{import_file(data)[0]} (of this file, not looked up)", "tx": "not looked up"}
     else:
         with _services(args) as services:
             entry = services.ledger.get(args.run)
-            record = RunRecord.from_bytes(services.ipfs.cat(entry.bundle_cid))
+            record = read_bundle(services.ipfs.cat(entry.bundle_cid))
             committed = {"cid": entry.bundle_cid, "tx": services.ledger.recorded_tx(args.run) or "not found"}
             home = services.home
-    path = write_html(record, args.output or Path(home) / "reports" / f"{record.run_id}.html", committed)
+    write = write_fleet_html if isinstance(record, FleetRecord) else write_html
+    path = write(record, args.output or Path(home) / "reports" / f"{record.run_id}.html", committed)
     console.print(str(path), highlight=False, markup=False, soft_wrap=True)
     return 0
 
@@ -182,7 +240,8 @@ def cmd_certificate(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     with _services(args) as services:
-        v = Pipeline(services).verify(args.run_id, args.scenario, no_scenario_file=args.no_scenario_file)
+        v = Pipeline(services).verify(args.run_id, args.scenario, no_scenario_file=args.no_scenario_file,
+                                      resimulate=not args.no_resimulate)
         verify_report(console, v)
     return 0 if v.ok else 1
 
@@ -200,9 +259,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="one line per run, no progress or tables")
     _service_args(run)
     run.set_defaults(func=cmd_run)
+    sim = sub.add_parser("simulate", help="simulate a fleet of twins on Ray, commit its summary to the ledger")
+    sim.add_argument("fleet", type=Path, help="fleet YAML file")
+    sim.add_argument("--shards", type=int, help="shard actors (default: the file's 'shards', else one per CPU "
+                                                "or GPU Ray reports)")
+    sim.add_argument("--checkpoints", type=Path,
+                     help="the shards' checkpoint folder (default: HOME/fleet-checkpoints/FLEET; removed once "
+                          "the summary is committed; shared by the nodes on a cluster)")
+    sim.add_argument("--resume", action="store_true", help="go on from the checkpoints of a simulation cut short")
+    sim.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    sim.add_argument("--quiet", action="store_true", help="one line, no progress or tables")
+    _service_args(sim)
+    sim.set_defaults(func=cmd_simulate)
     schema = sub.add_parser("schema", help="print the scenario files' JSON Schema (for editors)")
+    schema.add_argument("--fleet", action="store_true", help="the fleet files' schema instead")
     schema.set_defaults(func=cmd_schema)
-    rep = sub.add_parser("report", help="write the HTML report of a recorded run")
+    rep = sub.add_parser("report", help="write the HTML report of a recorded run or fleet")
     rep.add_argument("run", help="a run id (fetched from the ledger) or a bundle JSON file")
     rep.add_argument("-o", "--output", type=Path, help="where to write it (default: HOME/reports/RUN_ID.html)")
     _service_args(rep)
@@ -220,13 +292,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="host names or IPs in the certificate (repeatable; default: localhost, 127.0.0.1)")
     crt.add_argument("--days", type=int, default=365, help="validity in days (default: 365)")
     crt.set_defaults(func=cmd_certificate)
-    ver = sub.add_parser("verify", help="check a recorded run against the chain and its bundle")
-    ver.add_argument("run_id", help="the run id printed by 'twinloop run'")
+    ver = sub.add_parser("verify", help="check a recorded run or fleet against the chain and its bundle")
+    ver.add_argument("run_id", help="the run id printed by 'twinloop run' or 'twinloop simulate'")
     which = ver.add_mutually_exclusive_group()
     which.add_argument("--scenario", type=Path,
-                       help="scenario file to compare (default: the recorded path, here or at the repo root)")
+                       help="scenario or fleet file to compare (default: the recorded path, here or at the repo root)")
     which.add_argument("--no-scenario-file", action="store_true",
                        help="verify without a scenario file (the recorded text is re-judged as recorded)")
+    ver.add_argument("--no-resimulate", action="store_true",
+                     help="for a fleet: do not simulate it again (in this process, on NumPy) to compare outcomes")
     _service_args(ver)
     ver.set_defaults(func=cmd_verify)
     return parser

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from twinloop.errors import LedgerError
+from twinloop.harness.fleet_record import FleetRecord
 from twinloop.harness.record import RunRecord
 from twinloop.harness.services import Services
-from twinloop.ledger.chain import LedgerEntry
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,8 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def commit(record: RunRecord, services: Services) -> Committed:
-    """Store the record durably, add it to IPFS and record it on chain.
+def commit(record: RunRecord | FleetRecord, services: Services) -> Committed:
+    """Store the record (a run's or a fleet's) durably, add it to IPFS and record it on chain.
 
     The bundle is written to the outbox first and removed only once the chain
     has it, so a failure at any later point loses nothing.
@@ -43,10 +43,7 @@ def commit(record: RunRecord, services: Services) -> Committed:
     write_atomic(pending, data)
     try:
         cid = services.ipfs.add(data)
-        entry = LedgerEntry(run_id=record.run_id, scenario_hash=record.scenario.sha256,
-                            dut_id=record.dut.id, dut_version=record.dut.version,
-                            bundle_cid=cid, verdict=record.outcome)
-        tx_hash = services.ledger.record(entry)
+        tx_hash = services.ledger.record(record.ledger_entry(cid))
     except LedgerError as err:
         raise type(err)(f"{err} (run {record.run_id} is kept in {pending})") from err
     pending.unlink()

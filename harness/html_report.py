@@ -30,7 +30,7 @@ Column = Sequence[float | None]
 esc = html.escape
 
 
-def _time_unit(end_s: float) -> tuple[str, float]:
+def time_unit(end_s: float) -> tuple[str, float]:
     """The unit that shows a span of ``end_s`` seconds with sensible numbers."""
     return next(((u, f) for u, f in TIME_UNITS if end_s >= 3 * f), ("s", 1.0))
 
@@ -189,7 +189,7 @@ def _twin_figures(record: RunRecord, unit: str, scale: float, end: float) -> lis
             rows = [i for i in range(len(t)) if any(i < len(c) and c[i] is not None for c in rul)]
             p05, p50, p95 = ([c[i] if i < len(c) else None for i in rows] for c in rul)
             x = [t[i] for i in rows]
-            r_unit, r_scale = _time_unit(max(v for v in p05 + p50 + p95 if v is not None))
+            r_unit, r_scale = time_unit(max(v for v in p05 + p50 + p95 if v is not None))
             fig = _figure(f"{device}: remaining useful life", unit, end / scale, f"RUL ({r_unit})")
             _band(fig, x, _r(p05, r_scale), _r(p95, r_scale), "5-95 %", "rgba(191,135,0,0.25)")
             fig.add_trace(go.Scatter(x=x, y=_r(p50, r_scale), mode="lines+markers", name="median",
@@ -201,7 +201,7 @@ def _twin_figures(record: RunRecord, unit: str, scale: float, end: float) -> lis
     return figures
 
 
-def _table(head: list[str] | None, rows: list[list[str]], cls: str = "") -> str:
+def table(head: list[str] | None, rows: list[list[str]], cls: str = "") -> str:
     """Rows of already-escaped cells."""
     thead = "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>" if head else ""
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
@@ -238,10 +238,9 @@ def render_html(record: RunRecord, committed: dict[str, str] | None = None) -> s
     end = max([record.samples.t[-1] if record.samples.t else 0.0]
               + [ev.t for ev in record.events]
               + [tw.history["t"][-1] for tw in record.twins.values() if tw.history.get("t")])
-    unit, scale = _time_unit(end)
+    unit, scale = time_unit(end)
     figures = _signal_figures(record, unit, scale, end) + _twin_figures(record, unit, scale, end)
-    plots = "".join(f'<div class="plot">{f.to_html(full_html=False, include_plotlyjs=False, config=CONFIG)}'
-                    "</div>" for f in figures)
+    plots = figures_html(figures)
     outcome = record.outcome
     marginal = any(v.marginal for v in record.verdicts)
     counts = ", ".join(f"{sum(v.outcome == o for v in record.verdicts)} {o}" for o in ("pass", "fail", "error")
@@ -253,16 +252,43 @@ def render_html(record: RunRecord, committed: dict[str, str] | None = None) -> s
              ("started", record.started_at), ("finished", record.finished_at),
              ("bundle CID", (committed or {}).get("cid") or "not committed"),
              ("transaction", (committed or {}).get("tx") or "not committed")]
-    header = _table(None, [[esc(k), f"<code>{esc(str(v))}</code>"] for k, v in facts], "facts")
+    header = facts_table(facts)
     error = f'<p class="error">error: {esc(record.error)}</p>' if record.error else ""
     flag = ' <span class="marginal">marginal</span>' if marginal else ""
+    body = f"""<h1>{esc(record.scenario.name)}</h1>
+<p><span class="outcome">{outcome.upper()}</span>{flag}<span class="summary">{counts}</span></p>
+{error}
+{header}
+<h2>Expectations</h2>
+{table(["expectation", "kind", "outcome", "value", "limit", "detail"], _verdict_rows(record))
+ if record.verdicts else "<p>no expectations judged</p>"}
+<h2>Signals and twins</h2>
+{plots or "<p>no samples</p>"}
+<h2>Events</h2>
+{table(["t", "kind", "device", "detail"], _event_rows(record))}"""
+    return page(f"{outcome.upper()}: {record.scenario.name} {record.run_id}", COLOURS[outcome], body)
+
+
+def figures_html(figures: Sequence[go.Figure]) -> str:
+    """Plotly figures as divs that use the page's one copy of plotly.js."""
+    return "".join(f'<div class="plot">{f.to_html(full_html=False, include_plotlyjs=False, config=CONFIG)}'
+                   "</div>" for f in figures)
+
+
+def facts_table(facts: Sequence[tuple[str, object]]) -> str:
+    """Name/value rows (escaped here), the block at the top of a report."""
+    return table(None, [[esc(k), f"<code>{esc(str(v))}</code>"] for k, v in facts], "facts")
+
+
+def page(title: str, colour: str, body: str) -> str:
+    """A whole offline HTML document around ``body`` (plotly.js embedded, the outcome badge in ``colour``)."""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<title>{outcome.upper()}: {esc(record.scenario.name)} {esc(record.run_id)}</title>
+<title>{esc(title)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #1f2328; max-width: 1300px; }}
 .outcome {{ display: inline-block; font-size: 2em; font-weight: bold; color: #fff; padding: 0.1em 0.6em;
-  border-radius: 6px; background: {COLOURS[outcome]}; }}
+  border-radius: 6px; background: {colour}; }}
 .marginal {{ display: inline-block; font-weight: bold; color: #fff; background: {COLOURS["marginal"]};
   padding: 0.2em 0.5em; border-radius: 4px; vertical-align: middle; }}
 .summary {{ color: #57606a; margin-left: 1em; }}
@@ -273,17 +299,7 @@ th {{ background: #f6f8fa; }} .facts td:first-child {{ color: #57606a; }}
 </style>
 <script>{get_plotlyjs()}</script>
 </head><body>
-<h1>{esc(record.scenario.name)}</h1>
-<p><span class="outcome">{outcome.upper()}</span>{flag}<span class="summary">{counts}</span></p>
-{error}
-{header}
-<h2>Expectations</h2>
-{_table(["expectation", "kind", "outcome", "value", "limit", "detail"], _verdict_rows(record))
- if record.verdicts else "<p>no expectations judged</p>"}
-<h2>Signals and twins</h2>
-{plots or "<p>no samples</p>"}
-<h2>Events</h2>
-{_table(["t", "kind", "device", "detail"], _event_rows(record))}
+{body}
 </body></html>
 """
 

@@ -1,23 +1,29 @@
 """The one pipeline: plan -> run -> record -> commit -> verify.
 
-The CLI, the pytest plugin (and next, fleet simulation and the CI gate) all
+The CLI, the pytest plugin, fleet simulation (and next, the CI gate) all
 go through it. ``plan`` has no side effects: a configuration error stops
 there, before any service starts, and nothing is recorded.
 """
 
 from __future__ import annotations
 
+import os
+import uuid
 from dataclasses import dataclass, replace
+from typing import Callable
 from pathlib import Path
 
 from twinloop.harness.commit import Committed, commit
+from twinloop.harness.fleet_record import FleetRecord
 from twinloop.harness.plan import Plan, plan
 from twinloop.harness.record import RunRecord
-from twinloop.harness.runner import Progress, Prompter, execute
+from twinloop.harness.runner import Progress, Prompter, execute, software_versions, utc_now
 from twinloop.harness.scenario import ScenarioSource
 from twinloop.harness.services import Services
 from twinloop.harness.verify import Verification, verify
 from twinloop.rigs.profile import RigSource
+from twinloop.twins.fleet import FleetProgress, simulate
+from twinloop.twins.fleet_spec import FleetSource
 
 
 @dataclass(frozen=True)
@@ -59,14 +65,36 @@ class Pipeline:
         self.prepare(plan)
         return execute(plan, progress, prompter=prompter)
 
-    def commit(self, record: RunRecord) -> Committed:
+    def prepare_fleet(self) -> str | None:
+        """Start (or join) Ray with its dashboard, and the ledger; the dashboard's URL."""
+        url = self.services.start_ray(dashboard=True)
+        self.services.start_ledger()
+        return url
+
+    def simulate(self, source: FleetSource, checkpoints: Path,
+                 progress: Callable[[FleetProgress], None] | None = None, *, resume: bool = False,
+                 shards: int | None = None) -> FleetRecord:
+        """Simulate a fleet on the services' Ray; its record, ready to commit.
+
+        Shard checkpoints go to ``checkpoints``; with ``resume`` a simulation
+        cut short goes on from them. ``shards`` overrides the file's count.
+        """
+        self.prepare_fleet()
+        plan = replace(source.plan, shards=shards) if shards else source.plan
+        started = utc_now()
+        result = simulate(plan, checkpoints, progress=progress, resume=resume)
+        where = self.services.options.ray_address or os.environ.get("RAY_ADDRESS") or "local, 127.0.0.1"
+        return FleetRecord.of(source, result, str(uuid.uuid4()), started, utc_now(), where, software_versions())
+
+    def commit(self, record: RunRecord | FleetRecord) -> Committed:
         """Outbox, IPFS, chain; the outbox keeps the run if IPFS or the chain fails."""
         return commit(record, self.services)
 
     def verify(self, run_id: str, scenario_file: Path | None = None, *,
-               no_scenario_file: bool = False) -> Verification:
-        """Re-check a committed run from the ledger alone."""
-        return verify(run_id, self.services, scenario_file, no_scenario_file=no_scenario_file)
+               no_scenario_file: bool = False, resimulate: bool = True) -> Verification:
+        """Re-check a committed run or fleet from the ledger alone."""
+        return verify(run_id, self.services, scenario_file, no_scenario_file=no_scenario_file,
+                      resimulate=resimulate)
 
     def run_scenario(self, scenario: str | Path | ScenarioSource, rig: str | Path | RigSource | None = None,
                      progress: Progress | None = None, *, dut_version: str | None = None) -> PipelineResult:

@@ -10,12 +10,13 @@ bundle see the same data.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from twinloop.errors import LedgerTamperedError
 from twinloop.ledger import bundle
+from twinloop.ledger.chain import LedgerEntry
 
 FORMAT = "twinloop.run/2"
 FORMAT_V1 = "twinloop.run/1"
@@ -34,11 +35,16 @@ def finite_or_none(value: Any) -> Any:
 Finite = Annotated[float | None, BeforeValidator(finite_or_none)]
 
 
-class _Data(BaseModel):
+class Data(BaseModel):
+    """Plain record data: unknown keys are refused, so a tampered bundle cannot hide fields."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class ScenarioInfo(_Data):
+D = TypeVar("D", bound=Data)
+
+
+class ScenarioInfo(Data):
     """The scenario exactly as run: its name, where it came from, its text and SHA-256."""
 
     name: str
@@ -48,7 +54,7 @@ class ScenarioInfo(_Data):
     point: dict[str, float | str] | None = None
 
 
-class RigInfo(_Data):
+class RigInfo(Data):
     """The rig profile the run used, and the clock that drove it."""
 
     name: str
@@ -57,14 +63,14 @@ class RigInfo(_Data):
     units: dict[str, str] = Field(default_factory=dict)
 
 
-class DutInfo(_Data):
+class DutInfo(Data):
     """The device under test, as the ledger keys runs."""
 
     id: str
     version: str
 
 
-class Samples(_Data):
+class Samples(Data):
     """Columnar samples: scheduled time ``t``, acquisition time ``t_read`` (both s from the start)."""
 
     t: list[float] = Field(default_factory=list)
@@ -85,7 +91,7 @@ EventKind = Literal["set", "fault", "wait", "ramp", "until", "sample", "power", 
                     "derate", "maintenance_request"]
 
 
-class Event(_Data):
+class Event(Data):
     """One thing that happened at scheduled time ``t`` (seconds from the start of the run)."""
 
     t: float
@@ -98,7 +104,7 @@ class Event(_Data):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-class Calls(_Data):
+class Calls(Data):
     """Every transport call of the run, columnar: when (run time), device, operation, outcome, duration."""
 
     t: list[float] = Field(default_factory=list)
@@ -121,7 +127,7 @@ class Calls(_Data):
         self.error.append(error)
 
 
-class TwinResult(_Data):
+class TwinResult(Data):
     """A device twin's final estimate and its estimate history (columns over time)."""
 
     model: str
@@ -131,7 +137,7 @@ class TwinResult(_Data):
     history: dict[str, list[Finite]] = Field(default_factory=dict)
 
 
-class VerdictRecord(_Data):
+class VerdictRecord(Data):
     """One expectation's judged outcome, worst value and limit; ``invalid`` counts non-finite samples.
 
     ``signal``, the numeric limits (in the signal's unit on the rig) and the
@@ -155,7 +161,7 @@ class VerdictRecord(_Data):
     window: tuple[Finite, Finite] | None = None
 
 
-class RunRecord(_Data):
+class RunRecord(Data):
     """Everything one run produced; the bundle committed to IPFS and named on chain."""
 
     format: Literal["twinloop.run/2"] = FORMAT
@@ -175,6 +181,11 @@ class RunRecord(_Data):
     outcome: Outcome
     error: str | None = None
 
+    def ledger_entry(self, cid: str) -> LedgerEntry:
+        """What the chain stores for this run, with its bundle at ``cid``."""
+        return LedgerEntry(run_id=self.run_id, scenario_hash=self.scenario.sha256, dut_id=self.dut.id,
+                           dut_version=self.dut.version, bundle_cid=cid, verdict=self.outcome)
+
     def to_bytes(self) -> bytes:
         """Canonical JSON (RFC 8785) of the record: the bundle's exact bytes."""
         return bundle.encode(self.model_dump(mode="json"))
@@ -193,13 +204,17 @@ class RunRecord(_Data):
         elif raw.get("format") != FORMAT:
             raise LedgerTamperedError(f"bundle format {raw.get('format')!r} is not one of "
                                       f"{FORMAT!r}, {FORMAT_V1!r}")
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise LedgerTamperedError(f"bundle is not a valid {FORMAT} record: {where}: "
-                                      f"{first['msg']}") from None
+        return validated(cls, raw, FORMAT)
+
+
+def validated(cls: type[D], raw: dict[str, Any], fmt: str) -> D:
+    """``raw`` as a ``cls`` record; a bundle that does not fit is tampered, its first problem named."""
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise LedgerTamperedError(f"bundle is not a valid {fmt} record: {where}: {first['msg']}") from None
 
 
 def upgrade_v1(raw: dict[str, Any]) -> dict[str, Any]:

@@ -59,7 +59,8 @@ def software_versions() -> dict[str, str]:
     return found
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """Now in UTC, ISO 8601 to the millisecond: when a record started and finished."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
@@ -120,7 +121,7 @@ class _Run:
         return self.t_ns / NS
 
     def execute(self) -> RunRecord:
-        started, error = _now(), None
+        started, error = utc_now(), None
         try:
             with sigterm_interrupts():
                 try:
@@ -160,7 +161,7 @@ class _Run:
             rig=RigInfo(name=rig.profile.rig, sha256=rig.sha256, clock=self.clock.kind,
                         units=dict(self.plan.units or {})),
             dut=DutInfo(id=self.sc.dut.id, version=self.plan.dut_version or self.sc.dut.version),
-            software=software_versions(), started_at=started, finished_at=_now(),
+            software=software_versions(), started_at=started, finished_at=utc_now(),
             samples=self.samples, events=self.events, calls=self.calls, twins=twins,
             outcome="error", error=error)
         record.verdicts = judge_all(self.plan.measures, record)

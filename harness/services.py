@@ -64,16 +64,23 @@ class Services:
         """Bundles waiting to be committed (kept until IPFS and the chain have them)."""
         return self.home / "outbox"
 
-    def start_ray(self) -> None:
-        """Join ``ray_address`` or start a local Ray on loopback."""
+    def start_ray(self, dashboard: bool = False) -> str | None:
+        """Join ``ray_address`` (or ``$RAY_ADDRESS``) or start a local Ray on loopback; the dashboard URL."""
         import ray
 
-        if not ray.is_initialized():
-            try:
-                ensure_ray(self.options.ray_address)
-            except Exception as err:  # Ray reports start-up problems with many types
-                raise TwinError(f"Ray did not start: {err}") from err
-            self._started_ray = True
+        if ray.is_initialized():
+            return ensure_ray()
+        address = self.options.ray_address or os.environ.get("RAY_ADDRESS")
+        try:
+            url = ensure_ray(self.options.ray_address, dashboard=dashboard)
+        except Exception as err:  # Ray reports start-up problems with many types
+            hint = ""
+            if address and os.environ.get("RAY_AUTH_MODE") != "token":
+                hint = (" (if the cluster uses token authentication, as Ray 2.60 turns on where "
+                        "~/.ray/auth_token exists, export RAY_AUTH_MODE=token and, if needed, RAY_AUTH_TOKEN)")
+            raise TwinError(f"Ray did not start: {err}{hint}") from err
+        self._started_ray = True
+        return url
 
     @property
     def ledger(self) -> RunLedgerClient:

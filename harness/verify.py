@@ -1,4 +1,4 @@
-"""Verify a recorded run from the ledger alone: chain record, bundle bytes, scenario file, verdicts."""
+"""Verify a recorded run or fleet from the ledger alone: chain record, bundle bytes, file, verdicts or outcome."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Literal
 
 from twinloop.errors import ConfigError, LedgerTamperedError
 from twinloop.harness.expand import split_expanded
+from twinloop.harness.fleet_record import FleetRecord, GroupOutcome, read_bundle
 from twinloop.harness.judge import JUDGE_VERSION, judge_all, overall, resolve
 from twinloop.harness.record import RunRecord
 from twinloop.harness.runner import step_failures
@@ -16,6 +17,8 @@ from twinloop.harness.scenario import Bounds, load_scenario, parse_scenario
 from twinloop.harness.services import Services
 from twinloop.ledger.chain import LedgerEntry
 from twinloop.ledger.ipfs import import_file
+from twinloop.twins.fleet import run_local
+from twinloop.twins.fleet_spec import parse_fleet
 
 Status = Literal["ok", "failed", "skipped"]
 
@@ -123,12 +126,54 @@ def _rejudge(v: Verification, record: RunRecord, entry: LedgerEntry) -> None:
           f"{len(verdicts)} expectation(s) re-judged from raw samples: {outcome}", "; ".join(mismatched))
 
 
+def _verify_fleet(v: Verification, record: FleetRecord, entry: LedgerEntry, named: Path | None,
+                  no_file: bool, resimulate: bool) -> None:
+    """A fleet's bundle against its chain record and file; then simulated again (the outcome is deterministic)."""
+    text_hash = hashlib.sha256(record.fleet.text.encode()).hexdigest()
+    key = (record.run_id, text_hash, record.dut_id, record.dut_version)
+    v.add("record matches chain", key == (v.run_id, entry.scenario_hash, entry.dut_id, entry.dut_version)
+          and text_hash == record.fleet.sha256 and entry.verdict == record.outcome,
+          "run id, fleet file hash and twinloop version match the chain record",
+          f"bundle says run {record.run_id}, fleet {text_hash[:12]}, {record.dut_id} {record.dut_version}; "
+          f"chain says fleet {entry.scenario_hash[:12]}, {entry.dut_id} {entry.dut_version}")
+    if no_file:
+        v.checks.append(Check("fleet file", "skipped", "not compared (--no-scenario-file)"))
+    else:
+        path, tried = find_scenario_file(record.fleet.path, named)
+        if path is None:
+            v.add("fleet file", False, "", f"fleet file not found (looked for {', '.join(map(str, tried))}); "
+                  "name it with --scenario FILE, or pass --no-scenario-file")
+        else:
+            file_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+            v.add("fleet file", file_hash == entry.scenario_hash, f"{path} hashes to the recorded fleet hash",
+                  f"{path} has changed since the run (sha256 {file_hash[:12]}, recorded {entry.scenario_hash[:12]})")
+    if not resimulate:
+        v.checks.append(Check("re-simulated", "skipped", "not simulated again (--no-resimulate)"))
+        return
+    try:
+        plan = parse_fleet(record.fleet.text, record.fleet.path).plan
+    except ConfigError as err:
+        v.add("re-simulated", False, "", f"recorded fleet file no longer loads: {err}")
+        return
+    again = [GroupOutcome.model_validate(vars(g)).model_dump() for g in run_local(plan)]
+    recorded = [g.model_dump() for g in record.groups]
+    differ = [f"group {a['name']}: {k} recomputed {a[k]}, recorded {b[k]}"
+              for a, b in zip(again, recorded) for k in a if a[k] != b[k]]
+    if len(again) != len(recorded):
+        differ.append(f"{len(again)} groups recomputed, {len(recorded)} recorded")
+    if differ and record.run.array != "numpy":
+        differ.append(f"(the run stepped on {record.run.array}; this check steps on NumPy)")
+    v.add("re-simulated", not differ, f"{plan.units:,} units simulated again on NumPy in this process: "
+          "every group's outcome is identical", "; ".join(differ[:5]))
+
+
 def verify(run_id: str, services: Services, scenario_file: Path | None = None, *,
-           no_scenario_file: bool = False) -> Verification:
+           no_scenario_file: bool = False, resimulate: bool = True) -> Verification:
     """Check run ``run_id`` end to end; tampering anywhere shows as a failed check.
 
     The scenario file is the one named, else the recorded path here or at the
-    repository's root; a missing file fails unless ``no_scenario_file``.
+    repository's root; a missing file fails unless ``no_scenario_file``. A
+    fleet is simulated again unless ``resimulate`` is False.
     """
     v = Verification(run_id)
     ledger = services.ledger
@@ -146,9 +191,12 @@ def verify(run_id: str, services: Services, scenario_file: Path | None = None, *
                  f"bundle bytes hash to {cid}, chain records {entry.bundle_cid}"):
         return v
     try:
-        record = RunRecord.from_bytes(data)
+        record = read_bundle(data)
     except LedgerTamperedError as err:
         v.add("bundle format", False, "", f"bundle {cid}: {err}")
+        return v
+    if isinstance(record, FleetRecord):
+        _verify_fleet(v, record, entry, scenario_file, no_scenario_file, resimulate)
         return v
     text_hash = hashlib.sha256(record.scenario.text.encode()).hexdigest()
     dut = (record.dut.id, record.dut.version)

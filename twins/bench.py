@@ -11,8 +11,11 @@ second of wall time; ratios are twinloop over progpy.
 
 With ``--accuracy``, also the pump-bearing twin's remaining useful life
 against its emulator's ground truth (``twins.accuracy``; no progpy there).
+With ``--fleet``, fleet simulation speed instead (``twins.fleet_bench``: one
+actor per twin, sharded Ray actors, the bare vectorised model; JSON key
+``sharded_ratio``).
 
-    python -m twinloop.twins.bench [--quick] [--json] [--accuracy]
+    python -m twinloop.twins.bench [--quick] [--json] [--accuracy | --fleet [--no-year] [--actors N]]
 """
 
 from __future__ import annotations
@@ -234,7 +237,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--accuracy", action="store_true",
                         help="estimation + prediction accuracy against progpy on the same noisy data")
+    parser.add_argument("--fleet", action="store_true",
+                        help="fleet speed: one actor per twin, sharded Ray actors, the bare vectorised model")
+    parser.add_argument("--no-year", action="store_true", help="with --fleet: skip 1M units x one year hourly")
+    parser.add_argument("--actors", type=int, help="with --fleet: actors for one actor per twin")
     args = parser.parse_args(argv)
+    if args.fleet:
+        from twinloop.twins.fleet_bench import main as fleet_main
+
+        return fleet_main([*(["--quick"] if args.quick else []), *(["--json"] if args.json else []),
+                           *(["--no-year"] if args.no_year else []),
+                           *(["--actors", str(args.actors)] if args.actors else [])])
     console = Console(stderr=args.json)
     if args.accuracy:
         from twinloop.twins.accuracy import FULL, QUICK, degradation_accuracy, degradation_table

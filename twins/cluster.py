@@ -11,6 +11,7 @@ from ray._private import ray_constants
 from twinloop.errors import TwinError
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # twinloop/__init__.py sets it to 0
+_dashboard: str | None = None  # the URL ray.init gave this process (ray keeps no public getter)
 
 
 def _check_loopback_only() -> None:
@@ -27,23 +28,41 @@ def _check_loopback_only() -> None:
 
 
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None,
-               dashboard: bool = False) -> None:
-    """Connect to ``address`` (a running cluster) or start a local Ray on 127.0.0.1.
+               dashboard: bool = False) -> str | None:
+    """Connect to ``address`` (a running cluster) or start a local Ray on 127.0.0.1; the dashboard URL.
 
-    Idempotent: a process that already joined Ray keeps its connection.
+    Without ``address``, ``$RAY_ADDRESS`` is joined if set (as inside a Ray
+    Job). Idempotent: a process that already joined Ray keeps its connection.
+    The URL is None where no dashboard runs (``dashboard=False`` locally).
     """
+    global _dashboard
     if ray.is_initialized():
-        return
+        return _dashboard
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-        return
-    _check_loopback_only()
-    ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=num_cpus,
-             include_dashboard=dashboard, dashboard_host="127.0.0.1",
-             logging_level=logging.WARNING, log_to_driver=False)
+        ctx = ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    else:
+        _check_loopback_only()
+        ctx = ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=num_cpus,
+                       include_dashboard=dashboard, dashboard_host="127.0.0.1",
+                       logging_level=logging.WARNING, log_to_driver=False)
+    url = getattr(ctx, "dashboard_url", None) or None
+    _dashboard = f"http://{url}" if url and "://" not in url else url
+    return _dashboard
 
 
 def shutdown_ray() -> None:
     """Stop the Ray this process started or joined."""
+    global _dashboard
     if ray.is_initialized():
         ray.shutdown()
+    _dashboard = None
+
+
+def first_line(err: BaseException) -> str:
+    """Ray wraps remote tracebacks in long messages; the cause's line is what a person needs."""
+    cause = getattr(err, "cause", None)
+    if cause is not None:
+        return f"{type(cause).__name__}: {cause}"
+    lines = [ln for ln in str(err).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(err).__name__

@@ -17,6 +17,7 @@ import ray
 
 from twinloop.errors import TwinError
 from twinloop.twins.actor import TwinActor
+from twinloop.twins.cluster import first_line
 from twinloop.twins.policy import Policy
 
 READY_TIMEOUT_S = 60.0
@@ -110,7 +111,7 @@ class TwinGroup:
             except ray.exceptions.RayError as err:
                 self.lost.add(device)
                 found.append(TwinProblem(device, "twin_error", t, f"twin of device '{device}' failed "
-                                         f"at t={t:g} s: {_first_line(err)}"))
+                                         f"at t={t:g} s: {first_line(err)}"))
                 continue
             if incarnation != self._incarnation[device]:
                 self._incarnation[device] = incarnation
@@ -171,13 +172,4 @@ class TwinGroup:
             return ray.get(getattr(self.actors[device], method).remote(*args), timeout=DRAIN_TIMEOUT_S)
         except (ray.exceptions.RayError, TimeoutError) as err:
             self.lost.add(device)
-            raise TwinError(f"twin of device '{device}' failed: {_first_line(err)}") from err
-
-
-def _first_line(err: BaseException) -> str:
-    """Ray wraps remote tracebacks in long messages; the cause's line is what a person needs."""
-    cause = getattr(err, "cause", None)
-    if cause is not None:
-        return f"{type(cause).__name__}: {cause}"
-    lines = [ln for ln in str(err).splitlines() if ln.strip()]
-    return lines[-1] if lines else type(err).__name__
+            raise TwinError(f"twin of device '{device}' failed: {first_line(err)}") from err
