@@ -47,6 +47,18 @@ def _multihash(cid: str) -> bytes:
     return n.to_bytes(34, "big")
 
 
+def cid_digest(cid: str) -> bytes:
+    """The 32-byte sha2-256 digest inside a CIDv0 (``Qm...``); LedgerError for anything else."""
+    return _multihash(cid)[2:]
+
+
+def cid_from_digest(digest: bytes) -> str:
+    """The CIDv0 (``Qm...``) naming a 32-byte sha2-256 digest; the inverse of ``cid_digest``."""
+    if len(digest) != 32:
+        raise LedgerError(f"a sha2-256 digest has 32 bytes, not {len(digest)}")
+    return _b58encode(_SHA256_PREFIX + bytes(digest))
+
+
 def _varint(n: int) -> bytes:
     """Protobuf unsigned varint encoding."""
     out = bytearray()

@@ -37,7 +37,8 @@ def test_wheel_has_only_the_twinloop_package(wheel: zipfile.ZipFile) -> None:
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"twinloop"}
     for path in ("twinloop/__init__.py", "twinloop/harness/cli.py", "twinloop/rigs/modbus.py",
-                 "twinloop/twins/model.py", "twinloop/ledger/contracts/RunLedger.vy"):
+                 "twinloop/twins/model.py", "twinloop/ledger/contracts/RunLedger.vy",
+                 "twinloop/ledger/contracts/RunLedger.json"):
         assert path in names
 
 

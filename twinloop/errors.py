@@ -64,6 +64,22 @@ class LedgerUnauthorisedError(LedgerError):
     """The signing address lacks the role the contract requires."""
 
 
+class LedgerContractMismatchError(LedgerError):
+    """The code at a ledger address is not the RunLedger this twinloop ships (a look-alike or another version)."""
+
+
+class LedgerRevertedError(LedgerError):
+    """The contract refused a transaction for a reason no narrower ledger error names."""
+
+
+class BaselineRefusedError(LedgerRevertedError):
+    """The run cannot become a baseline: it did not pass."""
+
+
+class LedgerTransactionFailedError(LedgerError):
+    """A transaction was mined with status 0 and replaying it gave no revert reason (e.g. out of gas)."""
+
+
 class RunAlreadyRecordedError(LedgerError):
     """The run id is already on the chain; run ids are written once."""
 

@@ -1,79 +1,141 @@
 # pragma version ~=0.4.3
+# pragma evm-version cancun
+# pragma optimize gas
 """
 @title RunLedger
-@notice Write-once record of every twinloop test run.
-@dev The deployer is the admin and starts out as a recorder. Runs are keyed by
-     a 16-byte run id (a UUID) and are never overwritten. `RunRecorded` indexes
-     the scenario hash and `dut_key = keccak256(abi_encode(dut_id, dut_version))`
-     so runs can be found by scenario and DUT version from the logs alone.
+@notice Write-once record of every twinloop test run, with role-based access,
+        reviewed baselines and maintenance requests from intelligent twins.
+@dev Version 2. A run costs ONE storage slot (the write-once guard) plus an
+     indexed `RunRecorded` event carrying the details. The slot packs:
+
+         bits   0..7    verdict (1 pass, 2 fail, 3 error)
+         bits   8..15   the recorder's roles when it wrote the run (Role flags)
+         bits  16..79   the block number of the record
+         bits  80..255  the top 176 bits of
+                        keccak256(abi_encode(scenario_hash, dut_key,
+                                             bundle_digest, recorder))
+
+     so the contract itself can check a baseline against the run's details,
+     and a client can check that the event it found is the one that was
+     written. Role changes are events, so whether an account held a role at
+     any block can be reconstructed from the logs. Runs are found by scenario
+     hash and `dut_key = keccak256(abi_encode(dut_id, dut_version))` from the
+     logs alone. `bundle_digest` is the sha2-256 digest inside the bundle's
+     CIDv0 (`Qm...`).
+
+     The admin role is held by the deployer, who also starts out as a
+     recorder. Admins grant and revoke every role, admin included, but cannot
+     revoke their own admin role (so the contract is never left without one).
 """
+
+VERSION: public(constant(String[32])) = "twinloop.RunLedger/2"
 
 VERDICT_PASS: constant(uint8) = 1
 VERDICT_FAIL: constant(uint8) = 2
 VERDICT_ERROR: constant(uint8) = 3
 
+# the slot keeps the top 176 bits of the details' hash, above the lower 80 bits
+COMMITMENT_SHIFT: constant(uint256) = 80
 
-struct Run:
-    run_id: bytes16
-    scenario_hash: bytes32
-    dut_id: String[64]
-    dut_version: String[64]
-    bundle_cid: String[100]
-    verdict: uint8
-    recorder: address
-    timestamp: uint256
+
+flag Role:
+    RECORDER
+    REVIEWER
+    ADMIN
+
+
+event RoleGranted:
+    role: indexed(Role)
+    account: indexed(address)
+    admin: indexed(address)
+
+
+event RoleRevoked:
+    role: indexed(Role)
+    account: indexed(address)
+    admin: indexed(address)
 
 
 event RunRecorded:
     run_id: indexed(bytes16)
     scenario_hash: indexed(bytes32)
     dut_key: indexed(bytes32)
-    bundle_cid: String[100]
+    bundle_digest: bytes32
     verdict: uint8
     recorder: address
+    dut_id: String[64]
+    dut_version: String[64]
 
 
-event RecorderGranted:
-    account: indexed(address)
-    admin: indexed(address)
+event BaselineAccepted:
+    scenario_hash: indexed(bytes32)
+    dut_key: indexed(bytes32)
+    run_id: bytes16
+    reviewer: address
 
 
-event RecorderRevoked:
-    account: indexed(address)
-    admin: indexed(address)
+event MaintenanceRequested:
+    run_id: indexed(bytes16)
+    dut_key: indexed(bytes32)
+    device: String[64]
+    rul_seconds: uint256
+    limit_seconds: uint256
+    reason: String[256]
+    requester: address
 
 
-admin: public(immutable(address))
-is_recorder: public(HashMap[address, bool])
-runs: HashMap[bytes16, Run]
+roles: public(HashMap[address, Role])
+runs: public(HashMap[bytes16, uint256])
+baseline: public(HashMap[bytes32, HashMap[bytes32, bytes16]])
 
 
 @deploy
 def __init__():
-    admin = msg.sender
-    self.is_recorder[msg.sender] = True
-    log RecorderGranted(account=msg.sender, admin=msg.sender)
+    self.roles[msg.sender] = Role.ADMIN | Role.RECORDER
+    log RoleGranted(role=Role.ADMIN, account=msg.sender, admin=msg.sender)
+    log RoleGranted(role=Role.RECORDER, account=msg.sender, admin=msg.sender)
+
+
+@view
+@external
+def has_role(account: address, role: Role) -> bool:
+    """
+    @notice Whether `account` holds `role` now (see the role events for the past).
+    """
+    return role in self.roles[account]
+
+
+@internal
+def _check_role_argument(role: Role):
+    assert role == Role.RECORDER or role == Role.REVIEWER or role == Role.ADMIN, "unknown role"
 
 
 @external
-def grant_recorder(account: address):
+def grant_role(role: Role, account: address):
     """
-    @notice Allow `account` to record runs; admin only.
+    @notice Give `account` one role; admin only. Granting a held role changes nothing.
     """
-    assert msg.sender == admin, "not the admin"
+    assert Role.ADMIN in self.roles[msg.sender], "not the admin"
+    self._check_role_argument(role)
     assert account != empty(address), "zero address"
-    self.is_recorder[account] = True
-    log RecorderGranted(account=account, admin=msg.sender)
+    held: Role = self.roles[account]
+    if role not in held:
+        self.roles[account] = held | role
+        log RoleGranted(role=role, account=account, admin=msg.sender)
 
 
 @external
-def revoke_recorder(account: address):
+def revoke_role(role: Role, account: address):
     """
-    @notice Stop `account` from recording runs; admin only.
+    @notice Take one role from `account`; admin only. Revoking a role not held changes nothing.
     """
-    assert msg.sender == admin, "not the admin"
-    self.is_recorder[account] = False
-    log RecorderRevoked(account=account, admin=msg.sender)
+    assert Role.ADMIN in self.roles[msg.sender], "not the admin"
+    self._check_role_argument(role)
+    assert not (role == Role.ADMIN and account == msg.sender), "cannot revoke own admin role"
+    held: Role = self.roles[account]
+    if role in held:
+        self.roles[account] = held & ~role
+        log RoleRevoked(role=role, account=account, admin=msg.sender)
 
 
 @external
@@ -82,42 +144,88 @@ def record(
     scenario_hash: bytes32,
     dut_id: String[64],
     dut_version: String[64],
-    bundle_cid: String[100],
+    bundle_digest: bytes32,
     verdict: uint8,
 ):
     """
     @notice Record one finished run; each run id can be written only once.
+    @param bundle_digest The sha2-256 digest of the bundle's CIDv0.
     @param verdict 1 pass, 2 fail, 3 error.
     """
-    assert self.is_recorder[msg.sender], "not a recorder"
+    held: Role = self.roles[msg.sender]
+    assert Role.RECORDER in held, "not a recorder"
     assert run_id != empty(bytes16), "empty run id"
-    assert self.runs[run_id].recorder == empty(address), "run id already recorded"
+    assert self.runs[run_id] == 0, "run id already recorded"
     assert verdict >= VERDICT_PASS and verdict <= VERDICT_ERROR, "invalid verdict"
 
-    self.runs[run_id] = Run(
-        run_id=run_id,
-        scenario_hash=scenario_hash,
-        dut_id=dut_id,
-        dut_version=dut_version,
-        bundle_cid=bundle_cid,
-        verdict=verdict,
-        recorder=msg.sender,
-        timestamp=block.timestamp,
+    dut_key: bytes32 = keccak256(abi_encode(dut_id, dut_version))
+    commitment: uint256 = convert(
+        keccak256(abi_encode(scenario_hash, dut_key, bundle_digest, msg.sender)), uint256)
+    self.runs[run_id] = (
+        ((commitment >> COMMITMENT_SHIFT) << COMMITMENT_SHIFT)
+        | (convert(convert(block.number, uint64), uint256) << 16)
+        | (convert(held, uint256) << 8)
+        | convert(verdict, uint256)
     )
     log RunRecorded(
         run_id=run_id,
         scenario_hash=scenario_hash,
-        dut_key=keccak256(abi_encode(dut_id, dut_version)),
-        bundle_cid=bundle_cid,
+        dut_key=dut_key,
+        bundle_digest=bundle_digest,
         verdict=verdict,
         recorder=msg.sender,
+        dut_id=dut_id,
+        dut_version=dut_version,
     )
 
 
-@view
 @external
-def get_run(run_id: bytes16) -> Run:
+def accept_baseline(
+    run_id: bytes16,
+    scenario_hash: bytes32,
+    dut_key: bytes32,
+    bundle_digest: bytes32,
+    recorder: address,
+):
     """
-    @notice The stored run, or an all-zero Run (recorder = 0x0) if unknown.
+    @notice Make a recorded, passing run the baseline of its (scenario, DUT version);
+            reviewer only. The run's details (from its RunRecorded event) must match
+            what was written. A later acceptance replaces the baseline.
     """
-    return self.runs[run_id]
+    assert Role.REVIEWER in self.roles[msg.sender], "not a reviewer"
+    slot: uint256 = self.runs[run_id]
+    assert slot != 0, "run not recorded"
+    assert slot & 255 == convert(VERDICT_PASS, uint256), "run did not pass"
+    commitment: uint256 = convert(
+        keccak256(abi_encode(scenario_hash, dut_key, bundle_digest, recorder)), uint256)
+    assert slot >> COMMITMENT_SHIFT == commitment >> COMMITMENT_SHIFT, "run details do not match"
+    self.baseline[scenario_hash][dut_key] = run_id
+    log BaselineAccepted(
+        scenario_hash=scenario_hash, dut_key=dut_key, run_id=run_id, reviewer=msg.sender)
+
+
+@external
+def request_maintenance(
+    run_id: bytes16,
+    dut_key: bytes32,
+    device: String[64],
+    rul_seconds: uint256,
+    limit_seconds: uint256,
+    reason: String[256],
+):
+    """
+    @notice Ask for maintenance of `device` (an intelligent twin predicted its
+            remaining useful life below the scenario's limit); recorder only.
+            The run may still be in progress, so it need not be recorded yet.
+    """
+    assert Role.RECORDER in self.roles[msg.sender], "not a recorder"
+    assert run_id != empty(bytes16), "empty run id"
+    log MaintenanceRequested(
+        run_id=run_id,
+        dut_key=dut_key,
+        device=device,
+        rul_seconds=rul_seconds,
+        limit_seconds=limit_seconds,
+        reason=reason,
+        requester=msg.sender,
+    )

@@ -1,0 +1,191 @@
+"""RunLedger gas and speed on a fresh anvil (127.0.0.1): version 2 against version 1, measured in the same run.
+
+Deploys both contracts on one new anvil, grants the recorder role to a few
+bench keys and the reviewer role to one, then records the same N runs on each
+contract (quick: 50, full: 500), alternating run by run: v2 through
+``RunLedgerClient.record`` (one slot + an indexed event per run), v1 through
+the same estimate-sign-send-await path with its own ABI (the whole record in
+storage; ``contracts/RunLedgerV1.vy``, compiled here, kept only for this
+comparison). Then it accepts baselines and sends maintenance requests on v2.
+Gas is each receipt's ``gasUsed``; records/s is sequential (each record awaits
+its receipt) on anvil as twinloop embeds it (state dumped to a file every second).
+
+    python -m twinloop.ledger.bench [--quick] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from rich.console import Console
+from rich.table import Table
+from web3 import Web3
+from web3.types import RPCEndpoint
+
+from twinloop.ledger import artifact
+from twinloop.ledger.anvil import AnvilNode
+from twinloop.ledger.chain import DEV_FUNDING_WEI, LedgerEntry, RunLedgerClient, _send
+from twinloop.ledger.ipfs import cid_of
+
+QUICK_RUNS, FULL_RUNS = 50, 500
+BENCH_KEYS = 4
+SMALL = 10  # baselines accepted and maintenance requests sent
+DUT_ID = "pm-600v-half-bridge"
+
+
+def _entries(n: int) -> list[LedgerEntry]:
+    """N realistic runs: five scenarios, two DUT versions, one run in ten failing."""
+    scenarios = [hashlib.sha256(f"scenarios/example-{i}.yaml".encode()).hexdigest() for i in range(5)]
+    return [LedgerEntry(run_id=str(uuid.uuid4()), scenario_hash=scenarios[i % 5], dut_id=DUT_ID,
+                        dut_version="1.0.0" if i % 2 else "1.1.0", bundle_cid=cid_of(os.urandom(512)),
+                        verdict="fail" if i % 10 == 9 else "pass") for i in range(n)]
+
+
+def _stats(values: list[int]) -> dict[str, int]:
+    return {"min": min(values), "median": int(statistics.median(values)), "max": max(values)}
+
+
+def run(quick: bool) -> dict[str, Any]:
+    """Measure everything on a fresh anvil; returns the figures (the --json object)."""
+    n = QUICK_RUNS if quick else FULL_RUNS
+    with tempfile.TemporaryDirectory(prefix="twinloop-ledger-bench-") as tmp:
+        node = AnvilNode(Path(tmp) / "anvil-state.json")
+        url = node.start()
+        try:
+            return _measure(url, n, quick)
+        finally:
+            node.stop()
+
+
+def _measure(url: str, n: int, quick: bool) -> dict[str, Any]:
+    w3 = Web3(Web3.HTTPProvider(url))
+
+    def fund(account: LocalAccount) -> LocalAccount:
+        w3.manager.request_blocking(RPCEndpoint("anvil_setBalance"), [account.address, hex(DEV_FUNDING_WEI)])
+        return account
+
+    def gas(tx_hash: str) -> int:
+        return int(w3.eth.get_transaction_receipt(tx_hash)["gasUsed"])
+
+    admin = fund(Account.create())
+    ledger = RunLedgerClient.deploy(url, admin)
+    deploy_gas = gas(ledger.deploy_tx)
+    benches = [fund(Account.create()) for _ in range(BENCH_KEYS)]
+    reviewer = fund(Account.create())
+    grant_gas = [gas(ledger.grant_role("recorder", b.address)) for b in benches]
+    grant_gas.append(gas(ledger.grant_role("reviewer", reviewer.address)))
+    clients = [RunLedgerClient(url, ledger.address, b) for b in benches]
+
+    v1 = artifact.compile_source(artifact.read_source(artifact.V1_SOURCE))
+    receipt = _send(w3, url, admin, w3.eth.contract(abi=v1["abi"], bytecode=v1["bytecode"])
+                    .constructor().build_transaction, "deploying RunLedger v1")
+    v1_deploy_gas = int(receipt["gasUsed"])
+    old = w3.eth.contract(address=receipt["contractAddress"], abi=v1["abi"])
+    verdicts = {"pass": 1, "fail": 2, "error": 3}
+
+    # v2 and v1 alternate run by run, so both see the same chain (its size and anvil's state dumps).
+    entries = _entries(n)
+    hashes, v1_gas, v2_seconds, v1_seconds = [], [], 0.0, 0.0
+    for i, e in enumerate(entries):
+        start = time.perf_counter()
+        hashes.append(clients[i % BENCH_KEYS].record(e))
+        middle = time.perf_counter()
+        v1_receipt = _send(w3, url, admin, old.functions.record(
+            uuid.UUID(e.run_id).bytes, bytes.fromhex(e.scenario_hash), e.dut_id, e.dut_version,
+            e.bundle_cid, verdicts[e.verdict]).build_transaction, f"recording run {e.run_id} on v1")
+        v2_seconds += middle - start
+        v1_seconds += time.perf_counter() - middle
+        v1_gas.append(int(v1_receipt["gasUsed"]))
+    record_gas = [gas(h) for h in hashes]
+
+    get_ms = []
+    for entry in entries[:: max(1, n // 25)]:
+        t = time.perf_counter()
+        ledger.get(entry.run_id)
+        get_ms.append((time.perf_counter() - t) * 1000)
+    find_ms, found = [], 0
+    for _ in range(5):
+        t = time.perf_counter()
+        found = len(ledger.find_runs(scenario_hash=entries[0].scenario_hash, dut_id=DUT_ID,
+                                     dut_version=entries[0].dut_version))
+        find_ms.append((time.perf_counter() - t) * 1000)
+
+    review = RunLedgerClient(url, ledger.address, reviewer)
+    passing = [e for e in entries if e.verdict == "pass"][:SMALL]
+    baseline_gas = [gas(review.accept_baseline(e.run_id)) for e in passing]
+    maintenance_gas = [gas(clients[0].request_maintenance(
+        e.run_id, e.dut_id, e.dut_version, "module", 3600 + i, 7200, "RUL p10 below the scenario's limit"))
+        for i, e in enumerate(entries[:SMALL])]
+
+    single, v1_single = _stats(record_gas), _stats(v1_gas)
+    return {
+        "gas_per_run": {"single": single["median"], "min": single["min"], "max": single["max"],
+                        "v1_single": v1_single["median"], "v1_min": v1_single["min"],
+                        "v1_max": v1_single["max"],
+                        "ratio": round(single["median"] / v1_single["median"], 3)},
+        "gas": {"deploy": deploy_gas, "v1_deploy": v1_deploy_gas,
+                "grant_role": _stats(grant_gas), "accept_baseline": _stats(baseline_gas),
+                "request_maintenance": _stats(maintenance_gas)},
+        "records_per_s": {"single": round(n / v2_seconds, 1), "v1_single": round(n / v1_seconds, 1)},
+        "read_ms": {"get": round(statistics.median(get_ms), 2),
+                    "find_runs": round(statistics.median(find_ms), 2), "find_runs_matches": found},
+        "runs": n, "bench_keys": BENCH_KEYS, "quick": quick,
+        "contract": ledger.version, "node": w3.client_version,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m twinloop.ledger.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_RUNS} runs per contract, not {FULL_RUNS}")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    args = parser.parse_args(argv)
+    console = Console(stderr=args.json)
+    runs = QUICK_RUNS if args.quick else FULL_RUNS
+    with console.status(f"fresh anvil on 127.0.0.1: {runs} runs on RunLedger v2 and on v1"):
+        r = run(args.quick)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    per_run, g = r["gas_per_run"], r["gas"]
+    v1 = per_run["v1_single"]
+    table = Table(title=f"{r['contract']} gas, {r['node']} on 127.0.0.1",
+                  caption="vs v1: median over v1's record() (the whole record in storage), same run")
+    for col in ("operation", "count", "gas min", "gas median", "gas max", "vs v1"):
+        table.add_column(col, justify="left" if col == "operation" else "right")
+    rows = [("record v2", r["runs"], per_run["min"], per_run["single"], per_run["max"]),
+            ("record v1", r["runs"], per_run["v1_min"], v1, per_run["v1_max"])]
+    for name, key, count in (("grant_role", "grant_role", r["bench_keys"] + 1),
+                             ("accept_baseline", "accept_baseline", SMALL),
+                             ("request_maintenance", "request_maintenance", SMALL)):
+        rows.append((name, count, g[key]["min"], g[key]["median"], g[key]["max"]))
+    rows += [("deploy v2", 1, g["deploy"], g["deploy"], g["deploy"]),
+             ("deploy v1", 1, g["v1_deploy"], g["v1_deploy"], g["v1_deploy"])]
+    for name, count, low, mid, high in rows:
+        table.add_row(name, f"{count:,}", f"{low:,}", f"{mid:,}", f"{high:,}", f"{mid / v1:.2f}")
+    console.print(table)
+    rate = r["records_per_s"]
+    console.print(f"records/s, sequential (each awaits its receipt): v2 {rate['single']:,} "
+                  f"(client.record), v1 {rate['v1_single']:,} (same path), "
+                  f"ratio {rate['single'] / rate['v1_single']:.2f}")
+    reads = r["read_ms"]
+    console.print(f"get(run id) {reads['get']} ms median (slot, log, receipt); find_runs by scenario + "
+                  f"DUT version among {r['runs']} runs: {reads['find_runs_matches']} found in "
+                  f"{reads['find_runs']} ms median")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
