@@ -10,9 +10,10 @@ bundle see the same data.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SerializerFunctionWrapHandler,
+                      StringConstraints, ValidationError, model_serializer)
 
 from twinloop.errors import LedgerTamperedError
 from twinloop.ledger import bundle
@@ -34,8 +35,31 @@ def finite_or_none(value: Any) -> Any:
 Finite = Annotated[float | None, BeforeValidator(finite_or_none)]
 
 
+#: A SHA-256 digest as 64 lower-case hex digits.
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
 class _Data(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class _Grown(_Data):
+    """A model that gained optional fields after its format shipped.
+
+    Those fields (``LATER``) are left out of the bytes while they are ``None``,
+    so a record that does not use them keeps the exact bytes, and so the CID,
+    it had before they existed.
+    """
+
+    LATER: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unset_later_fields(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        for name in self.LATER:
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
 
 
 class ScenarioInfo(_Data):
@@ -57,11 +81,21 @@ class RigInfo(_Data):
     units: dict[str, str] = Field(default_factory=dict)
 
 
-class DutInfo(_Data):
-    """The device under test, as the ledger keys runs."""
+class DutInfo(_Grown):
+    """The device under test, as the ledger keys runs.
+
+    ``firmware_sha256`` is the SHA-256 of the firmware image the DUT ran, where
+    the rig reports one. No transport or rig profile reads it yet, so it is
+    ``None`` (and absent from the bytes) unless whoever builds the record sets
+    it from a real measurement; it is never derived from ``version``. When set,
+    the run's attestation names the firmware as a subject of its own.
+    """
+
+    LATER: ClassVar[tuple[str, ...]] = ("firmware_sha256",)
 
     id: str
     version: str
+    firmware_sha256: Sha256 | None = None
 
 
 class Samples(_Data):
@@ -155,8 +189,31 @@ class VerdictRecord(_Data):
     window: tuple[Finite, Finite] | None = None
 
 
-class RunRecord(_Data):
-    """Everything one run produced; the bundle committed to IPFS and named on chain."""
+class DsseSignature(_Data):
+    """One DSSE signature: the signing key's id and the signature, base64 (DSSE's JSON form)."""
+
+    keyid: str
+    sig: str
+
+
+class DsseEnvelope(_Data):
+    """A DSSE envelope in its standard JSON form (DSSE's own field names)."""
+
+    payload: str
+    payloadType: str
+    signatures: list[DsseSignature]
+
+
+class RunRecord(_Grown):
+    """Everything one run produced; the bundle committed to IPFS and named on chain.
+
+    ``attestation`` is the run's in-toto Test Result statement in a DSSE
+    envelope (``twinloop.harness.attestation``). It signs a digest of this record
+    taken without the ``attestation`` field, and it is inside the bundle, so the
+    CID on chain covers it too. Bundles written before it existed have none.
+    """
+
+    LATER: ClassVar[tuple[str, ...]] = ("attestation",)
 
     format: Literal["twinloop.run/2"] = FORMAT
     judge_version: str
@@ -174,6 +231,7 @@ class RunRecord(_Data):
     verdicts: list[VerdictRecord] = Field(default_factory=list)
     outcome: Outcome
     error: str | None = None
+    attestation: DsseEnvelope | None = None
 
     def to_bytes(self) -> bytes:
         """Canonical JSON (RFC 8785) of the record: the bundle's exact bytes."""
