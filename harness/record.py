@@ -10,9 +10,10 @@ bundle see the same data.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SerializerFunctionWrapHandler,
+                      StringConstraints, ValidationError, model_serializer)
 
 from twinloop.errors import LedgerTamperedError
 from twinloop.ledger import bundle
@@ -35,6 +36,10 @@ def finite_or_none(value: Any) -> Any:
 Finite = Annotated[float | None, BeforeValidator(finite_or_none)]
 
 
+#: A SHA-256 digest as 64 lower-case hex digits.
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
 class Data(BaseModel):
     """Plain record data: unknown keys are refused, so a tampered bundle cannot hide fields."""
 
@@ -42,6 +47,25 @@ class Data(BaseModel):
 
 
 D = TypeVar("D", bound=Data)
+
+
+class Grown(Data):
+    """A model that gained optional fields after its format shipped.
+
+    Those fields (``LATER``) are left out of the bytes while they are ``None``,
+    so a record that does not use them keeps the exact bytes, and so the CID,
+    it had before they existed.
+    """
+
+    LATER: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unset_later_fields(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        for name in self.LATER:
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
 
 
 class ScenarioInfo(Data):
@@ -63,11 +87,21 @@ class RigInfo(Data):
     units: dict[str, str] = Field(default_factory=dict)
 
 
-class DutInfo(Data):
-    """The device under test, as the ledger keys runs."""
+class DutInfo(Grown):
+    """The device under test, as the ledger keys runs.
+
+    ``firmware_sha256`` is the SHA-256 of the firmware image the DUT ran, where
+    the rig reports one. No transport or rig profile reads it yet, so it is
+    ``None`` (and absent from the bytes) unless whoever builds the record sets
+    it from a real measurement; it is never derived from ``version``. When set,
+    the run's attestation names the firmware as a subject of its own.
+    """
+
+    LATER: ClassVar[tuple[str, ...]] = ("firmware_sha256",)
 
     id: str
     version: str
+    firmware_sha256: Sha256 | None = None
 
 
 class Samples(Data):
@@ -161,8 +195,31 @@ class VerdictRecord(Data):
     window: tuple[Finite, Finite] | None = None
 
 
-class RunRecord(Data):
-    """Everything one run produced; the bundle committed to IPFS and named on chain."""
+class DsseSignature(Data):
+    """One DSSE signature: the signing key's id and the signature, base64 (DSSE's JSON form)."""
+
+    keyid: str
+    sig: str
+
+
+class DsseEnvelope(Data):
+    """A DSSE envelope in its standard JSON form (DSSE's own field names)."""
+
+    payload: str
+    payloadType: str
+    signatures: list[DsseSignature]
+
+
+class RunRecord(Grown):
+    """Everything one run produced; the bundle committed to IPFS and named on chain.
+
+    ``attestation`` is the run's in-toto Test Result statement in a DSSE
+    envelope (``twinloop.harness.attestation``). It signs a digest of this record
+    taken without the ``attestation`` field, and it is inside the bundle, so the
+    CID on chain covers it too. Bundles written before it existed have none.
+    """
+
+    LATER: ClassVar[tuple[str, ...]] = ("attestation",)
 
     format: Literal["twinloop.run/2"] = FORMAT
     judge_version: str
@@ -180,6 +237,7 @@ class RunRecord(Data):
     verdicts: list[VerdictRecord] = Field(default_factory=list)
     outcome: Outcome
     error: str | None = None
+    attestation: DsseEnvelope | None = None
 
     def ledger_entry(self, cid: str) -> LedgerEntry:
         """What the chain stores for this run, with its bundle at ``cid``."""
