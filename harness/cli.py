@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
+
+import requests
 
 from rich.console import Console
 from rich.markup import escape
@@ -25,6 +29,8 @@ from twinloop.harness.report import STYLE, commit_report, run_report, verify_rep
 from twinloop.harness.scenario import json_schema, load_points, select_point
 from twinloop.harness.runner import sigterm_interrupts
 from twinloop.harness.services import DEFAULT_HOME, ServiceOptions, Services
+from twinloop.ledger.chain import MaintenanceRequest
+from twinloop.ledger.dsse import key_from_pem
 from twinloop.ledger.ipfs import import_file
 from twinloop.twins.fleet import FleetProgress, clear_checkpoints
 from twinloop.twins.fleet_spec import json_schema as fleet_schema, load_fleet
@@ -121,6 +127,12 @@ def _run_one(args: argparse.Namespace, console: Console, pipeline: Pipeline, pla
         raise
     report = write_html(record, home / "reports" / f"{record.run_id}.html",
                         {"cid": committed.cid, "tx": committed.tx_hash})
+    try:
+        for earlier in pipeline.flush():
+            console.print(f"outbox    committed run {earlier.run_id} (waiting since the chain or store was down), "
+                          f"bundle {earlier.cid}", highlight=False, markup=False, soft_wrap=True)
+    except LedgerError as err:  # this run is committed; an older one stays where it waits
+        console.print(f"[yellow]outbox:[/] {escape(str(err))}", soft_wrap=True)
     if quiet:
         console.print(f"{record.outcome.upper():5} {src.id} run {record.run_id} bundle {committed.cid}",
                       highlight=False, markup=False, soft_wrap=True)
@@ -240,10 +252,64 @@ def cmd_certificate(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     with _services(args) as services:
+        key = None
+        if args.public_key:
+            try:
+                key = key_from_pem(args.public_key.read_bytes())
+            except ValueError as err:
+                raise ConfigError(f"--public-key {args.public_key}: not a PEM public key: {err}") from err
         v = Pipeline(services).verify(args.run_id, args.scenario, no_scenario_file=args.no_scenario_file,
-                                      resimulate=not args.no_resimulate)
+                                      resimulate=not args.no_resimulate, signer=key,
+                                      require_attestation=args.require_attestation)
         verify_report(console, v)
     return 0 if v.ok else 1
+
+
+def _forward(request: MaintenanceRequest, args: argparse.Namespace) -> None:
+    """Send one maintenance request where --webhook / --command say (as JSON)."""
+    body = json.dumps(asdict(request))
+    if args.webhook:
+        try:
+            requests.post(args.webhook, data=body, headers={"Content-Type": "application/json"},
+                          timeout=10).raise_for_status()
+        except requests.RequestException as err:
+            raise LedgerError(f"--webhook {args.webhook}: {err}") from err
+    if args.command:
+        done = subprocess.run(args.command, shell=True, input=body, text=True, check=False)
+        if done.returncode != 0:
+            raise LedgerError(f"--command {args.command!r} exited {done.returncode} for the request of run "
+                              f"{request.run_id}")
+
+
+def cmd_ledger_watch(args: argparse.Namespace, console: Console) -> int:
+    with _services(args) as services:
+        ledger = services.ledger
+        if args.once:
+            found: Iterable[MaintenanceRequest] = ledger.maintenance_requests(args.from_block or 0)
+        else:
+            found = ledger.watch_maintenance(args.from_block, args.poll)
+            Console(stderr=True).print(f"watching RunLedger {ledger.address} on {ledger.rpc_url} for maintenance "
+                                       "requests; Ctrl-C stops", highlight=False, soft_wrap=True)
+        for r in found:
+            if args.json:
+                print(json.dumps(asdict(r)), flush=True)
+            else:
+                console.print(f"block {r.block_number}  run {r.run_id}  device {r.device}: RUL {r.rul_seconds:,} s "
+                              f"below {r.limit_seconds:,} s: {r.reason}  (requested by {r.requester})",
+                              highlight=False, markup=False, soft_wrap=True)
+            _forward(r, args)
+    return 0
+
+
+def cmd_ledger_flush(args: argparse.Namespace, console: Console) -> int:
+    with _services(args) as services:
+        pending = sorted(services.outbox.glob("*.json"))
+        if not pending:
+            console.print(f"outbox {services.outbox} is empty", highlight=False)
+            return 0
+        for c in Pipeline(services).flush():
+            console.print(f"committed run {c.run_id}, bundle {c.cid}, tx {c.tx_hash}", highlight=False, markup=False)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,6 +337,21 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--quiet", action="store_true", help="one line, no progress or tables")
     _service_args(sim)
     sim.set_defaults(func=cmd_simulate)
+    led = sub.add_parser("ledger", help="the ledger's events")
+    led_sub = led.add_subparsers(dest="ledger_command", required=True)
+    watch = led_sub.add_parser("watch", help="follow MaintenanceRequested events; print or forward each")
+    watch.add_argument("--from-block", type=int, help="start at this block (default: new requests only; "
+                                                      "0 replays every past one)")
+    watch.add_argument("--once", action="store_true", help="print the requests so far (from --from-block) and exit")
+    watch.add_argument("--poll", type=float, default=1.0, help="seconds between polls (default: %(default)s)")
+    watch.add_argument("--webhook", metavar="URL", help="POST each request as JSON to this URL")
+    watch.add_argument("--command", metavar="CMD", help="run CMD (a shell command) with each request as JSON on stdin")
+    watch.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
+    _service_args(watch)
+    watch.set_defaults(func=cmd_ledger_watch)
+    flush_p = led_sub.add_parser("flush", help="commit the runs waiting in the outbox (chain or store was down)")
+    _service_args(flush_p)
+    flush_p.set_defaults(func=cmd_ledger_flush)
     schema = sub.add_parser("schema", help="print the scenario files' JSON Schema (for editors)")
     schema.add_argument("--fleet", action="store_true", help="the fleet files' schema instead")
     schema.set_defaults(func=cmd_schema)
@@ -299,6 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="scenario or fleet file to compare (default: the recorded path, here or at the repo root)")
     which.add_argument("--no-scenario-file", action="store_true",
                        help="verify without a scenario file (the recorded text is re-judged as recorded)")
+    ver.add_argument("--public-key", type=Path, metavar="PEM",
+                     help="the bench's public key that signed the attestation (default: the recorder's address)")
+    ver.add_argument("--require-attestation", action="store_true",
+                     help="fail a run whose bundle carries no signed attestation (older bundles have none)")
     ver.add_argument("--no-resimulate", action="store_true",
                      help="for a fleet: do not simulate it again (in this process, on NumPy) to compare outcomes")
     _service_args(ver)

@@ -13,7 +13,9 @@ from dataclasses import dataclass, replace
 from typing import Callable
 from pathlib import Path
 
-from twinloop.harness.commit import Committed, commit
+from securesystemslib.signer import Key
+
+from twinloop.harness.commit import Committed, commit, flush
 from twinloop.harness.fleet_record import FleetRecord
 from twinloop.harness.plan import Plan, plan
 from twinloop.harness.record import RunRecord
@@ -90,11 +92,16 @@ class Pipeline:
         """Outbox, IPFS, chain; the outbox keeps the run if IPFS or the chain fails."""
         return commit(record, self.services)
 
+    def flush(self) -> list[Committed]:
+        """Commit the runs waiting in the outbox (the chain or store was down when they ended)."""
+        return flush(self.services)
+
     def verify(self, run_id: str, scenario_file: Path | None = None, *,
-               no_scenario_file: bool = False, resimulate: bool = True) -> Verification:
+               no_scenario_file: bool = False, resimulate: bool = True, signer: Key | None = None,
+               require_attestation: bool = False) -> Verification:
         """Re-check a committed run or fleet from the ledger alone."""
         return verify(run_id, self.services, scenario_file, no_scenario_file=no_scenario_file,
-                      resimulate=resimulate)
+                      resimulate=resimulate, signer=signer, require_attestation=require_attestation)
 
     def run_scenario(self, scenario: str | Path | ScenarioSource, rig: str | Path | RigSource | None = None,
                      progress: Progress | None = None, *, dut_version: str | None = None) -> PipelineResult:
@@ -103,4 +110,4 @@ class Pipeline:
         record = self.run(p, progress)
         committed = self.commit(record)
         scenario_file = Path(p.source.path)
-        return PipelineResult(p, record, committed, self.verify(record.run_id, scenario_file))
+        return PipelineResult(p, committed.record, committed, self.verify(record.run_id, scenario_file))

@@ -12,14 +12,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from securesystemslib.signer import Signer
 
 from twinloop.ledger.chain import EmbeddedChain, RunLedgerClient
+from twinloop.ledger.dsse import signer_from_pem
 from twinloop.ledger.ipfs import EmbeddedIpfs
 from twinloop.errors import ConfigError, TwinError
 from twinloop.twins.cluster import ensure_ray, shutdown_ray
 
 DEFAULT_HOME = Path(".twinloop")
 KEY_ENV = "TWINLOOP_RECORDER_KEY"
+#: A PEM private key (ed25519, ECDSA or RSA) that signs run attestations instead of the recorder's key.
+SIGNING_KEY_ENV = "TWINLOOP_SIGNING_KEY"
 
 
 @dataclass
@@ -60,6 +65,20 @@ class Services:
         self._started_ray = False
 
     @property
+    def signer(self) -> Signer | None:
+        """The bench's attestation signer from ``$TWINLOOP_SIGNING_KEY`` (a PEM file), or None: the recorder key."""
+        path = os.environ.get(SIGNING_KEY_ENV)
+        if not path:
+            return None
+        try:
+            return signer_from_pem(Path(path).read_bytes())
+        except OSError as err:
+            raise ConfigError(f"${SIGNING_KEY_ENV}={path}: cannot read it: {err.strerror or err}") from err
+        except ValueError as err:
+            raise ConfigError(f"${SIGNING_KEY_ENV}={path}: not a PEM private key twinloop can sign with: "
+                              f"{err}") from err
+
+    @property
     def outbox(self) -> Path:
         """Bundles waiting to be committed (kept until IPFS and the chain have them)."""
         return self.home / "outbox"
@@ -81,6 +100,18 @@ class Services:
             raise TwinError(f"Ray did not start: {err}{hint}") from err
         self._started_ray = True
         return url
+
+    @property
+    def recorder(self) -> LocalAccount:
+        """The recorder's key, found without reaching the chain: a run is signed and kept while the chain is down."""
+        if self._ledger is not None:
+            return self._ledger.account
+        if self.options.chain_url:
+            key = os.environ.get(KEY_ENV)
+            if not key:
+                raise ConfigError(f"--chain needs the recorder's private key in ${KEY_ENV}")
+            return Account.from_key(key)
+        return EmbeddedChain(self.home).load_account()
 
     @property
     def ledger(self) -> RunLedgerClient:

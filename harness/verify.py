@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from securesystemslib.signer import Key
+
 from twinloop.errors import ConfigError, LedgerTamperedError
+from twinloop.harness.attestation import verify_attestation
 from twinloop.harness.expand import split_expanded
 from twinloop.harness.fleet_record import FleetRecord, GroupOutcome, read_bundle
 from twinloop.harness.judge import JUDGE_VERSION, judge_all, overall, resolve
@@ -168,19 +171,26 @@ def _verify_fleet(v: Verification, record: FleetRecord, entry: LedgerEntry, name
 
 
 def verify(run_id: str, services: Services, scenario_file: Path | None = None, *,
-           no_scenario_file: bool = False, resimulate: bool = True) -> Verification:
+           no_scenario_file: bool = False, resimulate: bool = True, signer: Key | None = None,
+           require_attestation: bool = False) -> Verification:
     """Check run ``run_id`` end to end; tampering anywhere shows as a failed check.
 
     The scenario file is the one named, else the recorded path here or at the
     repository's root; a missing file fails unless ``no_scenario_file``. A
-    fleet is simulated again unless ``resimulate`` is False.
+    fleet is simulated again unless ``resimulate`` is False. A run's
+    attestation must be signed by its recorder's address, or by ``signer``
+    (a bench's standard public key); a run without one passes that check as
+    skipped unless ``require_attestation``.
     """
     v = Verification(run_id)
     ledger = services.ledger
     v.entry = entry = ledger.get(run_id)
-    v.add("recorder role", ledger.is_recorder(entry.recorder),
-          f"recorder {entry.recorder} holds the recorder role",
-          f"recorder {entry.recorder} does not hold the recorder role")
+    v.add("transaction", entry.tx_status == 1, f"recorded by transaction {entry.tx_hash} in block "
+          f"{entry.block_number}, which succeeded", f"transaction {entry.tx_hash} has status {entry.tx_status}")
+    v.add("recorder role", ledger.recorder_was_authorised(entry),
+          f"recorder {entry.recorder} held the recorder role at block {entry.block_number}",
+          f"recorder {entry.recorder} did not hold the recorder role at block {entry.block_number}, "
+          "when the run was recorded")
     try:
         data = services.ipfs.cat(entry.bundle_cid)
     except LedgerTamperedError as err:
@@ -198,6 +208,8 @@ def verify(run_id: str, services: Services, scenario_file: Path | None = None, *
     if isinstance(record, FleetRecord):
         _verify_fleet(v, record, entry, scenario_file, no_scenario_file, resimulate)
         return v
+    for c in verify_attestation(data, signer or entry.recorder, required=require_attestation):
+        v.checks.append(Check(c.name, c.status, c.detail if c.status != "failed" else f"run {run_id}: {c.detail}"))
     text_hash = hashlib.sha256(record.scenario.text.encode()).hexdigest()
     dut = (record.dut.id, record.dut.version)
     same = (record.run_id == run_id and text_hash == entry.scenario_hash == record.scenario.sha256

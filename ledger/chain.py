@@ -675,6 +675,11 @@ class EmbeddedChain:
         """The dev-only recorder account loaded from ``dev-recorder.key``."""
         return self.client.account
 
+    def load_account(self) -> LocalAccount:
+        """The dev-only recorder account, without starting anvil (made on first use)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        return _load_or_create_key(self.key_path)
+
     def start(self) -> RunLedgerClient:
         """Start anvil, fund the dev recorder, and attach to (or deploy) RunLedger."""
         if self._client is not None:
