@@ -20,6 +20,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from twinloop.errors import ConfigError, LedgerError, TwinloopError
 from twinloop.harness.fleet_record import FleetRecord, read_bundle
+from twinloop.harness.gate import gate
 from twinloop.harness.fleet_report import fleet_report, write_fleet_html
 from twinloop.harness.pipeline import Pipeline
 from twinloop.harness.plan import Plan
@@ -250,7 +251,29 @@ def cmd_certificate(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _gate_points(args: argparse.Namespace, console: Console) -> int:
+    """``verify --scenario S [--dut-version V]``: the CI gate's answer for every matrix point of S."""
+    sources = load_points(args.scenario)  # a bad file stops here
+    worst = 0
+    with _services(args) as services:
+        for source in sources:
+            g = gate(source, services, args.dut_version, args.require_baseline)
+            if g.passed:
+                console.print(f"[bold green]VERIFIED[/] {escape(source.id)}: run {g.run_id} "
+                              f"(block {g.entry.block_number if g.entry else '?'}, recorder "
+                              f"{g.entry.recorder if g.entry else '?'})", soft_wrap=True)
+                continue
+            worst = max(worst, 2 if g.kind == "ledger-unavailable" else 1)
+            console.print(f"[bold red]NOT VERIFIED[/] {escape(source.id)} ({g.kind}): {escape(g.message())}",
+                          soft_wrap=True)
+    return worst
+
+
 def cmd_verify(args: argparse.Namespace, console: Console) -> int:
+    if args.run_id is None:
+        if args.scenario is None:
+            raise ConfigError("verify needs a RUN_ID, or --scenario FILE [--dut-version V] to find the runs")
+        return _gate_points(args, console)
     with _services(args) as services:
         key = None
         if args.public_key:
@@ -312,6 +335,24 @@ def cmd_ledger_flush(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_ledger_role(args: argparse.Namespace, console: Console) -> int:
+    with _services(args) as services:
+        ledger = services.ledger
+        change = ledger.grant_role if args.ledger_command == "grant" else ledger.revoke_role
+        tx = change(args.role, args.address)
+        console.print(f"{args.ledger_command} {args.role} {args.address} on RunLedger {ledger.address}: tx {tx}",
+                      highlight=False, markup=False, soft_wrap=True)
+    return 0
+
+
+def cmd_ledger_baseline(args: argparse.Namespace, console: Console) -> int:
+    with _services(args) as services:
+        tx = services.ledger.accept_baseline(args.run_id)
+        console.print(f"run {args.run_id} accepted as the baseline of its scenario and DUT version: tx {tx}",
+                      highlight=False, markup=False, soft_wrap=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="twinloop", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -337,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--quiet", action="store_true", help="one line, no progress or tables")
     _service_args(sim)
     sim.set_defaults(func=cmd_simulate)
-    led = sub.add_parser("ledger", help="the ledger's events")
+    led = sub.add_parser("ledger", help="the ledger: maintenance events, roles, baselines, the outbox")
     led_sub = led.add_subparsers(dest="ledger_command", required=True)
     watch = led_sub.add_parser("watch", help="follow MaintenanceRequested events; print or forward each")
     watch.add_argument("--from-block", type=int, help="start at this block (default: new requests only; "
@@ -349,6 +390,17 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
     _service_args(watch)
     watch.set_defaults(func=cmd_ledger_watch)
+    for verb in ("grant", "revoke"):
+        role_p = led_sub.add_parser(verb, help=f"{verb} a role (admin only; the key in $TWINLOOP_RECORDER_KEY)")
+        role_p.add_argument("role", choices=("recorder", "reviewer", "admin"))
+        role_p.add_argument("address", help="the account (a bench's or a reviewer's address)")
+        _service_args(role_p)
+        role_p.set_defaults(func=cmd_ledger_role)
+    base_p = led_sub.add_parser("accept-baseline", help="accept a passing run as the baseline of its scenario "
+                                                        "and DUT version (reviewer only)")
+    base_p.add_argument("run_id")
+    _service_args(base_p)
+    base_p.set_defaults(func=cmd_ledger_baseline)
     flush_p = led_sub.add_parser("flush", help="commit the runs waiting in the outbox (chain or store was down)")
     _service_args(flush_p)
     flush_p.set_defaults(func=cmd_ledger_flush)
@@ -374,7 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
     crt.add_argument("--days", type=int, default=365, help="validity in days (default: 365)")
     crt.set_defaults(func=cmd_certificate)
     ver = sub.add_parser("verify", help="check a recorded run or fleet against the chain and its bundle")
-    ver.add_argument("run_id", help="the run id printed by 'twinloop run' or 'twinloop simulate'")
+    ver.add_argument("run_id", nargs="?", help="the run id printed by 'twinloop run' or 'twinloop simulate'; "
+                     "without it, --scenario FILE finds and verifies the runs as the CI gate does")
+    ver.add_argument("--dut-version", help="without RUN_ID: the DUT version (default: the scenario's dut.version)")
+    ver.add_argument("--require-baseline", action="store_true",
+                     help="without RUN_ID: only a run a reviewer accepted as the baseline counts")
     which = ver.add_mutually_exclusive_group()
     which.add_argument("--scenario", type=Path,
                        help="scenario or fleet file to compare (default: the recorded path, here or at the repo root)")

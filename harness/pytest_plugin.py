@@ -2,6 +2,11 @@
 
 ``pytest scenarios/`` runs every scenario on the emulated rig (or the rig given
 with ``--twinloop-rig``), commits it to the ledger and verifies it from there.
+A ``hardware: true`` scenario without ``--rig`` is gated instead (``harness.gate``):
+it passes only on a verified, passing run recorded by an authorised bench for the
+same scenario hash and DUT version (``--require-baseline``: the reviewer-accepted
+one), read from ``--ledger`` or ``--chain URL --contract ADDR``; otherwise it fails
+with the reason, or skips with it under ``--ledger-missing=skip``.
 Importing this module costs nothing: Ray, web3 and the harness load only when
 a scenario item or a twinloop fixture is used.
 """
@@ -29,6 +34,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(default: a fresh temporary directory)")
     group.addoption("--dut-version", dest="twinloop_dut_version", default=None,
                     help="version of the device under test, recorded instead of the scenario's dut.version")
+    group.addoption("--chain", dest="twinloop_chain", default=None, metavar="URL",
+                    help="JSON-RPC URL of a chain holding RunLedger instead of the embedded anvil (reading it "
+                         "needs no key; recording needs the recorder's key in $TWINLOOP_RECORDER_KEY)")
+    group.addoption("--contract", dest="twinloop_contract", default=None, metavar="ADDR",
+                    help="RunLedger address on --chain")
+    group.addoption("--ledger-missing", dest="twinloop_ledger_missing", choices=("fail", "skip"),
+                    default="fail",
+                    help="a hardware scenario without --rig is gated on the ledger: 'fail' (default) when no "
+                         "verified passing run is found, or 'skip' with the reason (tampering always fails)")
+    group.addoption("--require-baseline", dest="twinloop_require_baseline", action="store_true",
+                    help="the gate accepts only the run a reviewer accepted as the baseline")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -45,11 +61,13 @@ def twinloop_home(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 
 
 @pytest.fixture(scope="session")
-def twinloop_services(twinloop_home: Path) -> Iterator["Services"]:
+def twinloop_services(request: pytest.FixtureRequest, twinloop_home: Path) -> Iterator["Services"]:
     """Services for the session; each part starts on first use and stops at the end."""
     from twinloop.harness.services import ServiceOptions, Services
 
-    services = Services(ServiceOptions(home=twinloop_home))
+    config = request.config
+    services = Services(ServiceOptions(home=twinloop_home, chain_url=config.getoption("twinloop_chain"),
+                                       contract=config.getoption("twinloop_contract")))
     yield services
     services.stop()
 
@@ -63,10 +81,13 @@ def twinloop_ray(twinloop_services: "Services") -> "Services":
 
 @pytest.fixture(scope="session")
 def twinloop_ledger(twinloop_services: "Services") -> "Services":
-    """The embedded anvil with RunLedger deployed; skips cleanly if anvil is not installed."""
+    """The embedded anvil with RunLedger deployed (or the --chain given); skips cleanly if anvil is not installed."""
     from twinloop.errors import LedgerUnavailableError
     from twinloop.ledger.anvil import find_anvil
 
+    if twinloop_services.options.chain_url:
+        twinloop_services.start_ledger()
+        return twinloop_services
     try:
         find_anvil()
     except LedgerUnavailableError as err:
@@ -139,7 +160,8 @@ def _run_scenario_item(request: pytest.FixtureRequest) -> None:
     source = node.twinloop_source
     rig = request.config.getoption("twinloop_rig")
     if source.scenario.hardware and rig is None:
-        pytest.skip("needs a physical rig (hardware: true); without --rig it is not run here")
+        _gate_hardware_item(request, source)
+        return
     from twinloop.errors import ConfigError
     from twinloop.harness.pipeline import Pipeline
 
@@ -168,6 +190,43 @@ def _run_scenario_item(request: pytest.FixtureRequest) -> None:
     lines += [f"  verify {c.name}: {c.status} {c.detail}" for c in verification.checks if c.status == "failed"]
     if record.outcome != "pass" or not verification.ok:
         pytest.fail("\n".join(lines), pytrace=False)
+
+
+def _gate_hardware_item(request: pytest.FixtureRequest, source: Any) -> None:
+    """A hardware scenario without --rig: pass on a verified passing run from the ledger (``harness.gate``)."""
+    from twinloop.errors import ConfigError, LedgerError, LedgerUnavailableError
+    from twinloop.harness.gate import gate
+
+    config = request.config
+    missing = config.getoption("twinloop_ledger_missing")
+    prefix = "needs a physical rig (hardware: true) and the ledger has no verified passing run for it"
+    problem, skippable = None, False
+    try:  # failing outside the handlers keeps web3's exception chain out of the report
+        services = request.getfixturevalue("twinloop_ledger")
+        result = gate(source, services, config.getoption("twinloop_dut_version"),
+                      config.getoption("twinloop_require_baseline"))
+    except ConfigError as err:
+        problem = str(err)
+    except LedgerUnavailableError as err:
+        problem, skippable = f"{prefix}: ledger unreachable: {err}", True
+    except LedgerError as err:
+        problem = f"{prefix}: {err}"
+    if problem is not None:
+        if skippable and missing == "skip":
+            pytest.skip(problem)
+        pytest.fail(problem, pytrace=False)
+    node = request.node
+    node.user_properties += [("gate", result.kind), ("scenario_sha256", result.sha256),
+                             ("dut", f"{result.dut_id} {result.dut_version}")]
+    if result.passed and result.entry is not None:
+        e = result.entry
+        node.user_properties += [("run_id", e.run_id), ("bundle_cid", e.bundle_cid), ("tx", e.tx_hash),
+                                 ("block", str(e.block_number)), ("recorder", e.recorder),
+                                 ("outcome", e.verdict)]
+        return
+    if missing == "skip" and result.missing:
+        pytest.skip(f"{prefix}: {result.message()}")
+    pytest.fail(f"{prefix}: {result.message()}", pytrace=False)
 
 
 def _marked_scenario(request: pytest.FixtureRequest) -> Any:

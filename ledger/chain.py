@@ -276,9 +276,11 @@ class RunLedgerClient:
     deploy_tx: str = ""  # set by deploy()
     deploy_block: int = 0
 
-    def __init__(self, rpc_url: str, address: str, account: LocalAccount) -> None:
+    def __init__(self, rpc_url: str, address: str, account: LocalAccount | None) -> None:
+        """Attach to the RunLedger at ``address``; ``account`` signs, None makes a client that only reads."""
         self.rpc_url = rpc_url
-        self.account = account
+        self.account = account or Account.create()  # a throwaway address for calls; never sends
+        self.read_only = account is None
         self._w3 = _connect(rpc_url)
         self.artifact = artifact.load()
         try:
@@ -588,6 +590,9 @@ class RunLedgerClient:
 
     def _transact(self, build: Callable[[dict], dict], what: str,
                   on_revert: RevertMap | None = None, gas: int | None = None) -> str:
+        if self.read_only:
+            raise LedgerUnauthorisedError(f"{what}: this client only reads RunLedger {self.address} "
+                                          "(it was given no recorder key)")
         receipt = _send(self._w3, self.rpc_url, self.account, build, what,
                         on_revert or self._reverts(None), gas)
         return receipt["transactionHash"].to_0x_hex()

@@ -8,13 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from eth_account import Account
 
+from twinloop.harness.cli import main
 from twinloop.harness.pipeline import Pipeline, PipelineResult
 from twinloop.harness.plan import plan
 from twinloop.harness.record import RunRecord
 from twinloop.harness.runner import execute
 from twinloop.harness.scenario import load_scenario, parse_scenario
-from twinloop.harness.services import Services
+from twinloop.harness.services import KEY_ENV, Services
 from twinloop.ledger.ipfs import import_file
 from twinloop.rigs.emulators.power_module import PowerModuleEmulator
 from twinloop.rigs.profile import RigProfile, RigSource
@@ -164,3 +166,32 @@ def test_cli_run_then_verify(tmp_path: Path) -> None:
                            capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "VERIFIED" in check.stdout and "NOT VERIFIED" not in check.stdout
+
+
+def test_verify_by_scenario_and_dut_version_answers_as_the_ci_gate(
+        smoke_run: PipelineResult, twinloop_ledger: Services, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``twinloop verify --scenario S [--dut-version V] [--require-baseline]``, and the ledger commands a reviewer uses."""
+    ledger = twinloop_ledger.ledger
+    where = ["--chain", ledger.rpc_url, "--contract", ledger.address, "--home", str(twinloop_ledger.home)]
+    monkeypatch.delenv(KEY_ENV, raising=False)  # reading needs no key
+    assert main(["verify", "--scenario", str(SMOKE), *where]) == 0
+    assert "VERIFIED smoke" in capsys.readouterr().out
+    assert main(["verify", "--scenario", str(SMOKE), "--dut-version", "9.9", *where]) == 1
+    assert "NOT VERIFIED smoke (no-run): no run recorded" in capsys.readouterr().out
+    assert main(["ledger", "grant", "reviewer", ledger.account.address, *where]) == 2  # no key: read only
+    assert "only reads RunLedger" in capsys.readouterr().err
+
+    monkeypatch.setenv(KEY_ENV, ledger.account.key.hex())
+    reviewer = Account.create()
+    assert main(["ledger", "grant", "reviewer", reviewer.address, *where]) == 0
+    assert main(["ledger", "accept-baseline", smoke_run.record.run_id, *where]) == 2  # a recorder is no reviewer
+    assert "is not a reviewer" in capsys.readouterr().err
+    monkeypatch.delenv(KEY_ENV)
+    assert main(["verify", "--scenario", str(SMOKE), "--require-baseline", *where]) == 1
+    assert "(no-baseline)" in capsys.readouterr().out
+    twinloop_ledger._chain.fund(reviewer.address)
+    monkeypatch.setenv(KEY_ENV, reviewer.key.hex())
+    assert main(["ledger", "accept-baseline", smoke_run.record.run_id, *where]) == 0
+    assert main(["verify", "--scenario", str(SMOKE), "--require-baseline", *where]) == 0
+    assert f"VERIFIED smoke: run {smoke_run.record.run_id}" in capsys.readouterr().out
