@@ -48,11 +48,14 @@ def _service_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-address", help="join this Ray cluster instead of starting one on 127.0.0.1")
     p.add_argument("--chain", dest="chain_url", help="JSON-RPC URL of a chain instead of the embedded anvil")
     p.add_argument("--contract", help="RunLedger address on --chain (recorder key from $TWINLOOP_RECORDER_KEY)")
+    p.add_argument("--ipfs", dest="ipfs_url", metavar="URL",
+                   help="RPC API URL of a Kubo node (e.g. http://127.0.0.1:5001) instead of the embedded IPFS "
+                        "store (default: $TWINLOOP_IPFS_URL); every byte it returns is re-hashed")
 
 
 def _services(args: argparse.Namespace) -> Services:
     return Services(ServiceOptions(home=args.home, ray_address=args.ray_address,
-                                   chain_url=args.chain_url, contract=args.contract))
+                                   chain_url=args.chain_url, contract=args.contract, ipfs_url=args.ipfs_url))
 
 
 def _point(items: list[str]) -> dict[str, str] | None:

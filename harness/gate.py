@@ -16,9 +16,9 @@ When it does not pass, ``GateResult.reason`` says what is missing, one of
                         file (or an included fragment) changed since
 ``unauthorised``        the recorder did not hold the recorder role at the run's block
 ``no-baseline``         ``require_baseline`` and no reviewer accepted a run
-``bundle-missing``      the run's bundle bytes are not in the local IPFS store
+``bundle-missing``      the run's bundle bytes are not in the IPFS store (local, or the --ipfs node)
 ``tampered``            a bundle, record or attestation does not match the chain
-``ledger-unavailable``  the chain (or its node) cannot be reached
+``ledger-unavailable``  the chain (or its node), or the --ipfs Kubo node, cannot be reached
 
 ``details`` lists every candidate's failed checks. Every kind but ``tampered``
 means the evidence is missing, and the pytest plugin may skip on it
@@ -113,19 +113,18 @@ def _check(v: Verification, name: str) -> str | None:
 
 def _judge(c: _Candidate, services: Services, scenario_file: Path) -> None:
     """Verify one candidate; fills its problems and the kind of failure (or ``pass``)."""
-    e, store = c.entry, services.ipfs.store
-    if not store.has(e.bundle_cid):
+    e, ipfs = c.entry, services.ipfs
+    if not ipfs.has(e.bundle_cid):
         c.kind = "bundle-missing"
         c.problems.append(
-            f"run {e.run_id}: its bundle {e.bundle_cid} is not in the local IPFS store ({store.root}); "
-            "verification needs the bundle bytes: copy the bench's blocks into this store (twinloop "
-            "cannot fetch bundles from a remote IPFS node yet)")
+            f"run {e.run_id}: its bundle {e.bundle_cid} is not in {ipfs.location}; verification needs the "
+            "bundle bytes: copy the bench's blocks into this store, or point --ipfs at a Kubo node that has them")
         return
     try:
         v = verify(e.run_id, services, scenario_file)
     except RunNotFoundError as err:  # a block of a multi-block bundle is missing
         c.kind = "bundle-missing"
-        c.problems.append(f"run {e.run_id}: part of its bundle is not in the local IPFS store: {err}")
+        c.problems.append(f"run {e.run_id}: part of its bundle is not in {ipfs.location}: {err}")
         return
     except LedgerTamperedError as err:
         c.problems.append(f"run {e.run_id}: {err}")
@@ -157,7 +156,7 @@ def _changed_runs(ledger: RunLedgerClient, services: Services, source: ScenarioS
     """Runs of this DUT version recorded for this scenario's name and point under another hash."""
     found = []
     for e in list(reversed(ledger.find_runs(dut_id=dut_id, dut_version=dut_version)))[:MAX_CHANGED_LOOKUPS]:
-        if e.scenario_hash == source.sha256 or not services.ipfs.store.has(e.bundle_cid):
+        if e.scenario_hash == source.sha256 or not services.ipfs.has(e.bundle_cid):
             continue
         try:
             record = read_bundle(services.ipfs.cat(e.bundle_cid))

@@ -2,7 +2,8 @@
 
 Embedded defaults need no set-up: a local Ray on 127.0.0.1, the embedded IPFS
 blockstore and anvil, all under one home directory. A production chain is given
-by URL, contract address and a recorder key from the environment.
+by URL, contract address and a recorder key from the environment; a Kubo node
+by its RPC URL.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from securesystemslib.signer import Signer
 from twinloop.ledger.chain import EmbeddedChain, RunLedgerClient
 from twinloop.ledger.dsse import signer_from_pem
 from twinloop.ledger.ipfs import EmbeddedIpfs
+from twinloop.ledger.kubo import IPFS_URL_ENV, KuboIpfs
 from twinloop.errors import ConfigError, TwinError
 from twinloop.twins.cluster import ensure_ray, shutdown_ray
 
@@ -35,6 +37,7 @@ class ServiceOptions:
     ray_address: str | None = None
     chain_url: str | None = None
     contract: str | None = None
+    ipfs_url: str | None = None  # a Kubo node's RPC API (else $TWINLOOP_IPFS_URL, else the embedded store)
 
 
 def check_home(home: Path) -> Path:
@@ -59,7 +62,8 @@ class Services:
     def __init__(self, options: ServiceOptions) -> None:
         self.options = options
         self.home = check_home(Path(options.home))
-        self.ipfs = EmbeddedIpfs(self.home / "ipfs")
+        ipfs_url = options.ipfs_url or os.environ.get(IPFS_URL_ENV)
+        self.ipfs: EmbeddedIpfs | KuboIpfs = KuboIpfs(ipfs_url) if ipfs_url else EmbeddedIpfs(self.home / "ipfs")
         self._chain: EmbeddedChain | None = None
         self._ledger: RunLedgerClient | None = None
         self._started_ray = False

@@ -240,6 +240,15 @@ class EmbeddedIpfs:
     def __init__(self, root: Path) -> None:
         self.store = BlockStore(root)
 
+    @property
+    def location(self) -> str:
+        """Where the bundles are, for messages."""
+        return f"the local IPFS store ({self.store.root})"
+
+    def has(self, cid: str) -> bool:
+        """Whether the file's root block is stored (as ``KuboIpfs.has``)."""
+        return self.store.has(cid)
+
     def add(self, data: bytes) -> str:
         """Import and store a file's blocks; returns its root CID (identical to Kubo's)."""
         root, blocks = import_file(data)

@@ -242,7 +242,7 @@ def test_a_bundle_not_in_the_local_store_is_named(ledger: Services, tmp_path: Pa
     result = gate(source, ledger, None, False)
     assert not result.passed and result.kind == "bundle-missing" and result.missing
     assert f"its bundle {cid} is not in the local IPFS store" in result.reason
-    assert "cannot fetch bundles from a remote IPFS node" in result.reason
+    assert "point --ipfs at a Kubo node that has them" in result.reason
 
 
 def test_require_baseline_needs_a_reviewer_to_accept(ledger: Services, tmp_path: Path) -> None:

@@ -1,0 +1,209 @@
+"""A Kubo daemon as twinloop's IPFS store, through its RPC API (``/api/v0/...``), with the embedded store's interface.
+
+Every call is an HTTP POST (Kubo answers GET with 405) with arguments as query
+parameters and files as multipart/form-data in a field named ``file``; errors
+come back as HTTP 500 with ``{"Message": ..., "Code": ..., "Type": "error"}``.
+
+Nothing the node returns is trusted: the CID it gives for added bytes must be
+the one twinloop computes for them (``import_file``), bytes from ``cat`` are
+re-hashed to their CID, a block from ``block/get`` must hash to its CID, and a
+CAR from ``dag/export`` is checked block by block and reassembled.
+
+ipfshttpclient is not used: it is unmaintained since 2021 and refuses every
+Kubo since 0.8 (its version check), hence plain httpx.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from twinloop.errors import ConfigError, LedgerError, LedgerTamperedError, LedgerUnavailableError, RunNotFoundError
+from twinloop.ledger.ipfs import CHUNK_SIZE, EmbeddedIpfs, _varint, cid_digest, cid_from_digest, cid_of, import_file
+
+#: Environment variable naming the Kubo RPC URL when ``--ipfs`` is not given.
+IPFS_URL_ENV = "TWINLOOP_IPFS_URL"
+#: ``add`` parameters reproducing the embedded store's layout (CIDv0, 256 KiB chunks, balanced, no raw leaves).
+ADD_PARAMS = {"cid-version": "0", "chunker": f"size-{CHUNK_SIZE}", "raw-leaves": "false", "trickle": "false",
+              "hash": "sha2-256", "pin": "true", "progress": "false"}
+_NOT_FOUND = ("not found", "could not find")  # Kubo's words for a missing block (ipld.ErrNotFound)
+
+
+def _car_header(root: str) -> bytes:
+    """The CARv1 header Kubo writes for one CIDv0 root: dag-cbor ``{"roots": [root], "version": 1}``, length first."""
+    link = b"\x00" + b"\x12\x20" + cid_digest(root)  # tag 42 bytes: multibase identity prefix + CIDv0 (a multihash)
+    header = b"\xa2\x65roots\x81\xd8\x2a\x58" + bytes([len(link)]) + link + b"\x67version\x01"
+    return _varint(len(header)) + header
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while pos < len(buf) and shift < 64:
+        byte = buf[pos]
+        pos, value, shift = pos + 1, value | (byte & 0x7F) << shift, shift + 7
+        if not byte & 0x80:
+            return value, pos
+    raise ValueError("truncated varint")
+
+
+def car_blocks(car: bytes, root: str) -> dict[str, bytes]:
+    """The blocks of a CARv1 whose only root is ``root`` (CIDv0 sections), each checked against its CID."""
+    header = _car_header(root)
+    if not car.startswith(header):
+        raise LedgerTamperedError(f"CAR for {root} does not start with a CARv1 header naming {root} as its one root")
+    blocks: dict[str, bytes] = {}
+    pos = len(header)
+    try:
+        while pos < len(car):
+            size, pos = _read_varint(car, pos)
+            section, pos = car[pos:pos + size], pos + size
+            if len(section) != size or size < 34 or section[:2] != b"\x12\x20":
+                raise ValueError("a section is truncated or its CID is not a CIDv0")
+            cid, block = cid_from_digest(section[2:34]), section[34:]
+            if cid_of(block) != cid:
+                raise LedgerTamperedError(f"CAR for {root}: a block does not hash to the CID it is filed under")
+            blocks[cid] = block
+    except ValueError as exc:
+        raise LedgerTamperedError(f"CAR for {root} is malformed: {exc}") from None
+    return blocks
+
+
+class _MemoryStore:
+    """A read-only block store over a dict."""
+
+    def __init__(self, blocks: dict[str, bytes], where: str) -> None:
+        self.blocks, self.where = blocks, where
+
+    def get(self, cid: str) -> bytes:
+        if cid not in self.blocks:
+            raise LedgerTamperedError(f"IPFS block {cid} is missing from {self.where}")
+        return self.blocks[cid]
+
+
+class _CarReader(EmbeddedIpfs):
+    """EmbeddedIpfs's ``cat`` (hashes, UnixFS structure, sizes) over the blocks of a CAR."""
+
+    def __init__(self, blocks: dict[str, bytes], where: str) -> None:  # no BlockStore on disk
+        self.store = _MemoryStore(blocks, where)  # type: ignore[assignment]
+
+
+def _redact(url: str) -> str:
+    """The URL without a password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class KuboIpfs:
+    """``add``/``cat``/``has`` (and pin, block, DAG import/export) on a Kubo node; the node is never trusted.
+
+    ``url`` is the RPC API's base, e.g. ``http://127.0.0.1:5001`` (basic-auth
+    credentials may be given in it, as ``API.Authorizations`` needs).
+    ``timeout`` bounds each call in seconds; ``has_timeout`` bounds ``has``.
+    """
+
+    def __init__(self, url: str, timeout: float = 60.0, has_timeout: float = 5.0) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"--ipfs {_redact(url)}: expected the http(s) URL of a Kubo RPC API, "
+                              "e.g. http://127.0.0.1:5001")
+        self.url = url.rstrip("/")
+        self.timeout, self.has_timeout = timeout, has_timeout
+        self.location = f"the IPFS node at {_redact(self.url)}"
+
+    def _post(self, cmd: str, params: dict[str, str], data: bytes | None = None,
+              timeout: float | None = None) -> httpx.Response:
+        """POST ``/api/v0/<cmd>``; Kubo's error JSON is a LedgerError, an unreachable node LedgerUnavailableError."""
+        files = {"file": ("file", data, "application/octet-stream")} if data is not None else None
+        try:
+            response = httpx.post(f"{self.url}/api/v0/{cmd}", params=params, files=files,
+                                  timeout=timeout or self.timeout)
+        except httpx.TimeoutException as err:
+            raise LedgerUnavailableError(f"{self.location} did not answer {cmd} within "
+                                         f"{timeout or self.timeout:g} s: {err}") from err
+        except httpx.HTTPError as err:  # refused, reset, DNS, TLS
+            raise LedgerUnavailableError(f"{self.location} cannot be reached ({cmd}): {err}") from err
+        if response.status_code != 200:
+            try:
+                message = str(json.loads(response.content)["Message"])
+            except (ValueError, KeyError, TypeError):
+                message = f"HTTP {response.status_code}: {response.text[:200].strip()}"
+            error = RunNotFoundError if any(w in message for w in _NOT_FOUND) else LedgerError
+            what = f"{cmd} {params['arg']}" if "arg" in params else cmd
+            raise error(f"{self.location} refused {what}: {message}")
+        return response
+
+    def _lines(self, response: httpx.Response, cmd: str) -> list[dict]:
+        """The objects of a JSON or newline-delimited JSON answer."""
+        try:
+            return [json.loads(line) for line in response.text.splitlines() if line.strip()]
+        except ValueError as err:
+            raise LedgerError(f"{self.location} answered {cmd} with something that is not JSON: {err}") from None
+
+    def add(self, data: bytes) -> str:
+        """Add and pin a file; its CID, refused unless it equals the one twinloop computes for the bytes."""
+        expected = import_file(data)[0]
+        answers = [a for a in self._lines(self._post("add", ADD_PARAMS, data), "add") if "Hash" in a]
+        got = answers[-1]["Hash"] if answers else None
+        if got != expected:
+            raise LedgerTamperedError(
+                f"{self.location} stored {len(data)} bytes as {got}, but they are {expected} (CIDv0, "
+                f"{CHUNK_SIZE}-byte chunks, balanced DAG); refusing a CID twinloop cannot reproduce")
+        return got
+
+    def cat(self, cid: str) -> bytes:
+        """A file's bytes, refused unless they re-hash (``import_file``) to ``cid``."""
+        cid_digest(cid)
+        data = self._post("cat", {"arg": cid, "progress": "false"}).content
+        got = import_file(data)[0]
+        if got != cid:
+            raise LedgerTamperedError(f"{self.location} returned {len(data)} bytes for {cid} that hash to {got}")
+        return data
+
+    def has(self, cid: str) -> bool:
+        """Whether the node holds the block (``block/stat``, offline: it does not search the network)."""
+        cid_digest(cid)
+        try:
+            answer = self._lines(self._post("block/stat", {"arg": cid, "offline": "true"},
+                                            timeout=self.has_timeout), "block/stat")
+        except RunNotFoundError:
+            return False
+        return bool(answer) and answer[0].get("Key") == cid
+
+    def pin(self, cid: str) -> None:
+        """Pin a DAG recursively on the node."""
+        cid_digest(cid)
+        pins = [p for a in self._lines(self._post("pin/add", {"arg": cid, "recursive": "true"}), "pin/add")
+                for p in a.get("Pins") or []]
+        if cid not in pins:
+            raise LedgerError(f"{self.location} did not pin {cid} (it answered pins {pins})")
+
+    def block_get(self, cid: str) -> bytes:
+        """One raw block, refused unless it hashes to ``cid``."""
+        cid_digest(cid)
+        block = self._post("block/get", {"arg": cid}).content
+        if cid_of(block) != cid:
+            raise LedgerTamperedError(f"{self.location} returned a block for {cid} that hashes to {cid_of(block)}")
+        return block
+
+    def dag_export(self, cid: str) -> bytes:
+        """The file's DAG as a CARv1, refused unless every block hashes to its CID and they reassemble to ``cid``."""
+        cid_digest(cid)
+        car = self._post("dag/export", {"arg": cid, "progress": "false"}).content
+        reader = _CarReader(car_blocks(car, cid), f"the CAR {self.location} exported for {cid}")
+        if import_file(reader.cat(cid))[0] != cid:
+            raise LedgerTamperedError(f"{self.location} exported a CAR for {cid} that reassembles to another file")
+        return car
+
+    def dag_import(self, car: bytes) -> list[str]:
+        """Import a CAR and pin its roots; the root CIDs the node reports."""
+        answers = self._lines(self._post("dag/import", {"pin-roots": "true"}, car), "dag/import")
+        roots = [a["Root"] for a in answers if isinstance(a.get("Root"), dict)]
+        failed = [f"{r['Cid']['/']}: {r['PinErrorMsg']}" for r in roots if r.get("PinErrorMsg")]
+        if failed:
+            raise LedgerError(f"{self.location} imported the CAR but did not pin its root: {'; '.join(failed)}")
+        return [r["Cid"]["/"] for r in roots]
