@@ -30,6 +30,7 @@ from twinloop.harness.report import STYLE, commit_report, run_report, verify_rep
 from twinloop.harness.scenario import json_schema, load_points, select_point
 from twinloop.harness.runner import sigterm_interrupts
 from twinloop.harness.services import DEFAULT_HOME, ServiceOptions, Services
+from twinloop.ledger.car import export_car, import_car
 from twinloop.ledger.chain import MaintenanceRequest
 from twinloop.ledger.dsse import key_from_pem
 from twinloop.ledger.ipfs import import_file
@@ -356,6 +357,29 @@ def cmd_ledger_baseline(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_ledger_export(args: argparse.Namespace, console: Console) -> int:
+    with _services(args) as services:
+        cid = services.ledger.get(args.run_id).bundle_cid  # reading needs no key
+        car = export_car(services.ipfs.store, cid)
+    if str(args.output) == "-":
+        sys.stdout.flush()
+        sys.stdout.buffer.write(car)
+        sys.stdout.buffer.flush()
+    else:
+        args.output.write_bytes(car)
+        console.print(f"run {args.run_id}: bundle {cid} written to {args.output} as a CARv1 "
+                      f"({len(car):,} bytes; 'ipfs dag import {args.output}' takes it)",
+                      highlight=False, markup=False, soft_wrap=True)
+    return 0
+
+
+def cmd_ledger_import(args: argparse.Namespace, console: Console) -> int:
+    with _services(args) as services:  # only the home's IPFS store is used: no chain, no Ray
+        for root in import_car(args.car.read_bytes(), services.ipfs.store, str(args.car)):
+            console.print(root, highlight=False, markup=False, soft_wrap=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="twinloop", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -381,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--quiet", action="store_true", help="one line, no progress or tables")
     _service_args(sim)
     sim.set_defaults(func=cmd_simulate)
-    led = sub.add_parser("ledger", help="the ledger: maintenance events, roles, baselines, the outbox")
+    led = sub.add_parser("ledger", help="the ledger: maintenance events, roles, baselines, the outbox, CAR files")
     led_sub = led.add_subparsers(dest="ledger_command", required=True)
     watch = led_sub.add_parser("watch", help="follow MaintenanceRequested events; print or forward each")
     watch.add_argument("--from-block", type=int, help="start at this block (default: new requests only; "
@@ -404,6 +428,18 @@ def build_parser() -> argparse.ArgumentParser:
     base_p.add_argument("run_id")
     _service_args(base_p)
     base_p.set_defaults(func=cmd_ledger_baseline)
+    exp_p = led_sub.add_parser("export", help="write a recorded run's bundle as a CARv1 file "
+                               "(for 'ipfs dag import' on any IPFS node)")
+    exp_p.add_argument("run_id")
+    exp_p.add_argument("-o", "--output", type=Path, default=Path("-"), metavar="FILE",
+                       help="where to write the CAR (default: - , binary on stdout)")
+    _service_args(exp_p)
+    exp_p.set_defaults(func=cmd_ledger_export)
+    imp_p = led_sub.add_parser("import", help="store a CARv1 file's blocks in the home's IPFS store "
+                               "(every block checked against its CID); prints its roots")
+    imp_p.add_argument("car", type=Path, metavar="FILE.car")
+    _service_args(imp_p)
+    imp_p.set_defaults(func=cmd_ledger_import)
     flush_p = led_sub.add_parser("flush", help="commit the runs waiting in the outbox (chain or store was down)")
     _service_args(flush_p)
     flush_p.set_defaults(func=cmd_ledger_flush)

@@ -1,11 +1,14 @@
 """An embedded IPFS blockstore whose file import yields exactly the CIDs of Kubo's ``ipfs add``.
 
 Kubo's defaults (CIDv0, sha2-256, 256 KiB chunks, balanced DAG of <=174 links, dag-pb + UnixFS
-File leaves) are reproduced, so a CID made here names the same bytes on any IPFS node.
+File leaves) are reproduced, so a CID made here names the same bytes on any IPFS node. With
+``cid_version=1`` the layout is that of ``ipfs add --cid-version=1``: raw leaves (codec 0x55) and
+dag-pb internal nodes, every CID a base32 CIDv1 (``bafk...`` for a raw block, ``bafy...`` for dag-pb).
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import os
@@ -21,6 +24,8 @@ MAX_LINKS = 174
 MAX_DEPTH = 16  # 174**15 chunks exceeds any real file; bounds recursion on a hostile DAG
 UNIXFS_FILE = 2
 _SHA256_PREFIX = b"\x12\x20"  # multihash code sha2-256, digest length 32
+DAG_PB = 0x70
+RAW = 0x55
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
@@ -33,9 +38,66 @@ def _b58encode(raw: bytes) -> str:
     return "1" * (len(raw) - len(raw.lstrip(b"\0"))) + "".join(reversed(out))
 
 
-def cid_of(block: bytes) -> str:
-    """The CIDv0 (base58btc sha2-256 multihash) of a block's bytes."""
-    return _b58encode(_SHA256_PREFIX + hashlib.sha256(block).digest())
+def cid_of(block: bytes, version: int = 0, codec: int = DAG_PB) -> str:
+    """The CID of a block's bytes: CIDv0 (base58btc, dag-pb only) or CIDv1 (base32) of ``codec``."""
+    return cid_from_bytes(_cid_prefix(version, codec) + _SHA256_PREFIX + hashlib.sha256(block).digest())
+
+
+def _cid_prefix(version: int, codec: int) -> bytes:
+    """What comes before the multihash in a binary CID of this version and codec."""
+    if version == 0 and codec == DAG_PB:
+        return b""
+    if version == 1 and codec in (DAG_PB, RAW):
+        return b"\x01" + bytes([codec])  # both codes are below 0x80: one-byte varints
+    raise LedgerError(f"no CIDv{version} of codec 0x{codec:x} here (CIDv0 dag-pb, CIDv1 dag-pb or raw)")
+
+
+def cid_from_bytes(raw: bytes) -> str:
+    """The string form of a binary CID: base58btc for CIDv0, multibase base32 (``b...``) for CIDv1."""
+    raw = bytes(raw)
+    if len(raw) == 34 and raw.startswith(_SHA256_PREFIX):
+        return _b58encode(raw)
+    if len(raw) == 36 and raw[0] == 1 and raw[1] in (DAG_PB, RAW) and raw[2:4] == _SHA256_PREFIX:
+        return "b" + base64.b32encode(raw).decode("ascii").lower().rstrip("=")
+    raise LedgerError(f"not a sha2-256 CIDv0 or CIDv1 (dag-pb or raw): {raw.hex()}")
+
+
+def cid_bytes(cid: str) -> bytes:
+    """The binary form of a CID string (CIDv0: its multihash; CIDv1: version, codec, multihash).
+
+    Only sha2-256 CIDv0 and base32 CIDv1 of dag-pb or raw are accepted, which also keeps a CID
+    from naming a path outside the blockstore.
+    """
+    if cid.startswith("Qm"):
+        return _multihash(cid)
+    body = cid[1:]
+    if cid.startswith("b") and body.isascii() and body.isalnum() and body == body.lower():
+        try:
+            raw = base64.b32decode(body.upper() + "=" * (-len(body) % 8))
+        except ValueError:
+            raw = b""
+        if len(raw) == 36 and cid_from_bytes_or_none(raw) == cid:
+            return raw
+    raise LedgerError(f"not a CIDv0 or base32 CIDv1 (sha2-256, dag-pb or raw): {cid!r}")
+
+
+def cid_from_bytes_or_none(raw: bytes) -> str | None:
+    """``cid_from_bytes``, or None where the bytes are no CID twinloop reads."""
+    try:
+        return cid_from_bytes(raw)
+    except LedgerError:
+        return None
+
+
+def cid_codec(cid: str) -> int:
+    """The multicodec of a CID: DAG_PB for CIDv0, the CIDv1's codec otherwise."""
+    raw = cid_bytes(cid)
+    return DAG_PB if len(raw) == 34 else raw[1]
+
+
+def hashes_to(cid: str, block: bytes) -> bool:
+    """Whether a block's sha2-256 digest is the one its CID names."""
+    return cid_bytes(cid)[-32:] == hashlib.sha256(block).digest()
 
 
 def _multihash(cid: str) -> bytes:
@@ -112,10 +174,10 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
 
 @dataclass(frozen=True)
 class _Node:
-    """A built dag-pb node: its CID and the sizes its parent's link and UnixFS data need."""
+    """A built node: its CID and the sizes its parent's link and UnixFS data need."""
 
     cid: str
-    multihash: bytes
+    cid_bytes: bytes  # what a dag-pb link's Hash holds: the multihash (CIDv0) or the binary CIDv1
     tsize: int  # block size plus the Tsizes of its links (dag-pb cumulative size)
     filesize: int  # file bytes under this node
 
@@ -123,31 +185,39 @@ class _Node:
 class _Builder:
     """Kubo's balanced layout (go-unixfs importer/balanced) over fixed-size chunks."""
 
-    def __init__(self, data: bytes) -> None:
-        self.data, self.pos = data, 0
+    def __init__(self, data: bytes, cid_version: int) -> None:
+        if cid_version not in (0, 1):
+            raise LedgerError(f"cid_version is 0 or 1, not {cid_version!r}")
+        self.data, self.pos, self.version = data, 0, cid_version
         self.blocks: dict[str, bytes] = {}
 
     def done(self) -> bool:
         """True once every byte has gone into a leaf."""
         return self.pos >= len(self.data)
 
+    def store(self, block: bytes, codec: int, tsize: int, filesize: int) -> _Node:
+        """Name a block (first one wins: equal chunks are one block) and describe it for its parent."""
+        raw = _cid_prefix(self.version, codec) + _SHA256_PREFIX + hashlib.sha256(block).digest()
+        cid = cid_from_bytes(raw)
+        self.blocks.setdefault(cid, block)
+        return _Node(cid, raw, tsize, filesize)
+
     def node(self, data: bytes | None, children: list[_Node]) -> _Node:
         """Encode one dag-pb node (Links before Data, as dag-pb canonical order requires)."""
         filesize = len(data or b"") + sum(c.filesize for c in children)
         unixfs = _vfield(1, UNIXFS_FILE) + (b"" if data is None else _lfield(2, data))
         unixfs += _vfield(3, filesize) + b"".join(_vfield(4, c.filesize) for c in children)
-        links = b"".join(_lfield(2, _lfield(1, c.multihash) + _lfield(2, b"") + _vfield(3, c.tsize))
+        links = b"".join(_lfield(2, _lfield(1, c.cid_bytes) + _lfield(2, b"") + _vfield(3, c.tsize))
                          for c in children)
         block = links + _lfield(1, unixfs)
-        mh = _SHA256_PREFIX + hashlib.sha256(block).digest()
-        cid = _b58encode(mh)
-        self.blocks.setdefault(cid, block)
-        return _Node(cid, mh, len(block) + sum(c.tsize for c in children), filesize)
+        return self.store(block, DAG_PB, len(block) + sum(c.tsize for c in children), filesize)
 
     def leaf(self) -> _Node:
-        """The next CHUNK_SIZE bytes as a leaf node carrying UnixFS File data (not a raw leaf)."""
+        """The next CHUNK_SIZE bytes as a leaf: UnixFS File data (CIDv0) or a raw block (CIDv1)."""
         chunk = self.data[self.pos:self.pos + CHUNK_SIZE]
         self.pos += len(chunk)
+        if self.version == 1:
+            return self.store(chunk, RAW, len(chunk), len(chunk))
         return self.node(chunk, [])
 
     def fill(self, children: list[_Node], depth: int) -> _Node:
@@ -157,16 +227,38 @@ class _Builder:
         return self.node(None, children)
 
 
-def import_file(data: bytes) -> tuple[str, list[tuple[str, bytes]]]:
-    """Import bytes as ``ipfs add`` does by default; gives the root CID and all distinct blocks."""
-    builder = _Builder(bytes(data))
+def import_file(data: bytes, cid_version: int = 0) -> tuple[str, list[tuple[str, bytes]]]:
+    """Import bytes as ``ipfs add [--cid-version=1]`` does; gives the root CID and all distinct blocks.
+
+    CIDv0 (the default, and what the chain stores) wraps every chunk in a UnixFS File node; CIDv1
+    uses raw leaves as Kubo does, so a file of at most one chunk is a single raw block (``bafk...``).
+    """
+    builder = _Builder(bytes(data), cid_version)
     if builder.done():
-        root = builder.node(None, [])
+        # the empty file: go-unixfs's NewLeafNode(nil): a raw empty block, or a File node without Data
+        root = builder.leaf() if cid_version == 1 else builder.node(None, [])
     else:
         root, depth = builder.leaf(), 1
         while not builder.done():
             root, depth = builder.fill([root], depth), depth + 1
     return root.cid, list(builder.blocks.items())
+
+
+def links_of(cid: str, block: bytes) -> list[str]:
+    """The CIDs a block links to: a dag-pb node's links, none for a raw block; ValueError if malformed."""
+    if cid_codec(cid) == RAW:
+        return []
+    links = []
+    for num, value in _fields(block):
+        if num == 2 and isinstance(value, bytes):
+            hashes = [v for n, v in _fields(value) if n == 1 and isinstance(v, bytes)]
+            child = cid_from_bytes_or_none(hashes[0]) if len(hashes) == 1 else None
+            if child is None:
+                raise ValueError("link without a sha2-256 CID")
+            links.append(child)
+        elif num != 1 or not isinstance(value, bytes):
+            raise ValueError(f"unexpected dag-pb field {num}")
+    return links
 
 
 def _decode(block: bytes) -> tuple[list[str], bytes, int, list[int]]:
@@ -175,10 +267,11 @@ def _decode(block: bytes) -> tuple[list[str], bytes, int, list[int]]:
     unixfs = b""
     for num, value in _fields(block):
         if num == 2 and isinstance(value, bytes):
-            mh = [v for n, v in _fields(value) if n == 1 and isinstance(v, bytes)]
-            if len(mh) != 1 or len(mh[0]) != 34 or not mh[0].startswith(_SHA256_PREFIX):
-                raise ValueError("link without a sha2-256 multihash")
-            links.append(_b58encode(mh[0]))
+            hashes = [v for n, v in _fields(value) if n == 1 and isinstance(v, bytes)]
+            child = cid_from_bytes_or_none(hashes[0]) if len(hashes) == 1 else None
+            if child is None:
+                raise ValueError("link without a sha2-256 CID")
+            links.append(child)
         elif num == 1 and isinstance(value, bytes):
             unixfs = value
         else:
@@ -200,7 +293,7 @@ class BlockStore:
 
     def path(self, cid: str) -> Path:
         """Where a block lives; the CID is validated so it cannot escape ``root``."""
-        _multihash(cid)
+        cid_bytes(cid)
         return self.root / cid[-2:] / f"{cid}.data"
 
     def has(self, cid: str) -> bool:
@@ -218,9 +311,9 @@ class BlockStore:
     def put(self, cid: str, data: bytes) -> None:
         """Store a block durably via temp file + ``os.replace``; the bytes must hash to the CID."""
         path = self.path(cid)
-        if cid_of(data) != cid:
-            raise LedgerError(
-                f"refusing to store block under {cid}: its bytes hash to {cid_of(data)}")
+        if not hashes_to(cid, data):
+            raise LedgerError(f"refusing to store block under {cid}: its bytes hash to "
+                              f"{cid_of(data, 1 if cid[0] == 'b' else 0, cid_codec(cid))}")
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".data")
         try:
@@ -249,9 +342,9 @@ class EmbeddedIpfs:
         """Whether the file's root block is stored (as ``KuboIpfs.has``)."""
         return self.store.has(cid)
 
-    def add(self, data: bytes) -> str:
+    def add(self, data: bytes, cid_version: int = 0) -> str:
         """Import and store a file's blocks; returns its root CID (identical to Kubo's)."""
-        root, blocks = import_file(data)
+        root, blocks = import_file(data, cid_version)
         for cid, block in blocks:
             self.store.put(cid, block)
         return root
@@ -265,9 +358,12 @@ class EmbeddedIpfs:
     def _read(self, cid: str, root: str, parts: list[bytes], depth: int) -> int:
         """Append the content under ``cid`` to ``parts``; returns its length in bytes."""
         block = self.store.get(cid)
-        if cid_of(block) != cid:
+        if not hashes_to(cid, block):
             raise LedgerTamperedError(
                 f"IPFS block {cid} of file {root} is corrupted: its bytes do not hash to its CID")
+        if cid_codec(cid) == RAW:  # a raw leaf: the file's bytes themselves, no UnixFS wrapper
+            parts.append(block)
+            return len(block)
         try:
             links, data, filesize, blocksizes = _decode(block)
         except ValueError as exc:
