@@ -21,7 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from twinloop.errors import ConfigError, LedgerError, LedgerTamperedError, LedgerUnavailableError, RunNotFoundError
-from twinloop.ledger.ipfs import CHUNK_SIZE, EmbeddedIpfs, _varint, cid_digest, cid_from_digest, cid_of, import_file
+from twinloop.ledger.car import read_car
+from twinloop.ledger.ipfs import CHUNK_SIZE, EmbeddedIpfs, cid_digest, cid_of, import_file
 
 #: Environment variable naming the Kubo RPC URL when ``--ipfs`` is not given.
 IPFS_URL_ENV = "TWINLOOP_IPFS_URL"
@@ -29,45 +30,6 @@ IPFS_URL_ENV = "TWINLOOP_IPFS_URL"
 ADD_PARAMS = {"cid-version": "0", "chunker": f"size-{CHUNK_SIZE}", "raw-leaves": "false", "trickle": "false",
               "hash": "sha2-256", "pin": "true", "progress": "false"}
 _NOT_FOUND = ("not found", "could not find")  # Kubo's words for a missing block (ipld.ErrNotFound)
-
-
-def _car_header(root: str) -> bytes:
-    """The CARv1 header Kubo writes for one CIDv0 root: dag-cbor ``{"roots": [root], "version": 1}``, length first."""
-    link = b"\x00" + b"\x12\x20" + cid_digest(root)  # tag 42 bytes: multibase identity prefix + CIDv0 (a multihash)
-    header = b"\xa2\x65roots\x81\xd8\x2a\x58" + bytes([len(link)]) + link + b"\x67version\x01"
-    return _varint(len(header)) + header
-
-
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while pos < len(buf) and shift < 64:
-        byte = buf[pos]
-        pos, value, shift = pos + 1, value | (byte & 0x7F) << shift, shift + 7
-        if not byte & 0x80:
-            return value, pos
-    raise ValueError("truncated varint")
-
-
-def car_blocks(car: bytes, root: str) -> dict[str, bytes]:
-    """The blocks of a CARv1 whose only root is ``root`` (CIDv0 sections), each checked against its CID."""
-    header = _car_header(root)
-    if not car.startswith(header):
-        raise LedgerTamperedError(f"CAR for {root} does not start with a CARv1 header naming {root} as its one root")
-    blocks: dict[str, bytes] = {}
-    pos = len(header)
-    try:
-        while pos < len(car):
-            size, pos = _read_varint(car, pos)
-            section, pos = car[pos:pos + size], pos + size
-            if len(section) != size or size < 34 or section[:2] != b"\x12\x20":
-                raise ValueError("a section is truncated or its CID is not a CIDv0")
-            cid, block = cid_from_digest(section[2:34]), section[34:]
-            if cid_of(block) != cid:
-                raise LedgerTamperedError(f"CAR for {root}: a block does not hash to the CID it is filed under")
-            blocks[cid] = block
-    except ValueError as exc:
-        raise LedgerTamperedError(f"CAR for {root} is malformed: {exc}") from None
-    return blocks
 
 
 class _MemoryStore:
@@ -194,7 +156,11 @@ class KuboIpfs:
         """The file's DAG as a CARv1, refused unless every block hashes to its CID and they reassemble to ``cid``."""
         cid_digest(cid)
         car = self._post("dag/export", {"arg": cid, "progress": "false"}).content
-        reader = _CarReader(car_blocks(car, cid), f"the CAR {self.location} exported for {cid}")
+        where = f"the CAR {self.location} exported for {cid}"
+        parsed = read_car(car, where)
+        if parsed.roots != [cid]:
+            raise LedgerTamperedError(f"{where} names the roots {parsed.roots}, not {cid}")
+        reader = _CarReader(parsed.blocks, where)
         if import_file(reader.cat(cid))[0] != cid:
             raise LedgerTamperedError(f"{self.location} exported a CAR for {cid} that reassembles to another file")
         return car
