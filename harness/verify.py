@@ -191,23 +191,37 @@ def verify(run_id: str, services: Services, scenario_file: Path | None = None, *
           f"recorder {entry.recorder} held the recorder role at block {entry.block_number}",
           f"recorder {entry.recorder} did not hold the recorder role at block {entry.block_number}, "
           "when the run was recorded")
+    check_bundle(v, entry, services, scenario_file, no_scenario_file=no_scenario_file, resimulate=resimulate,
+                 signer=signer, require_attestation=require_attestation)
+    return v
+
+
+def check_bundle(v: Verification, entry: LedgerEntry, services: Services, scenario_file: Path | None = None, *,
+                 no_scenario_file: bool = False, resimulate: bool = True, signer: Key | None = None,
+                 require_attestation: bool = False) -> None:
+    """The bundle checks of ``verify`` against a chain record ``entry``: integrity, format, attestation,
+    record matches chain, scenario file, re-judged verdicts (or a fleet's re-simulation).
+
+    Shared by single runs and batched runs (``twinloop.harness.batch_verify``).
+    """
+    run_id = v.run_id
     try:
         data = services.ipfs.cat(entry.bundle_cid)
     except LedgerTamperedError as err:
         v.add("bundle integrity", False, "", str(err))
-        return v
+        return
     cid = import_file(data)[0]
     if not v.add("bundle integrity", cid == entry.bundle_cid, f"bundle bytes hash to {cid}",
                  f"bundle bytes hash to {cid}, chain records {entry.bundle_cid}"):
-        return v
+        return
     try:
         record = read_bundle(data)
     except LedgerTamperedError as err:
         v.add("bundle format", False, "", f"bundle {cid}: {err}")
-        return v
+        return
     if isinstance(record, FleetRecord):
         _verify_fleet(v, record, entry, scenario_file, no_scenario_file, resimulate)
-        return v
+        return
     for c in verify_attestation(data, signer or entry.recorder, required=require_attestation):
         v.checks.append(Check(c.name, c.status, c.detail if c.status != "failed" else f"run {run_id}: {c.detail}"))
     text_hash = hashlib.sha256(record.scenario.text.encode()).hexdigest()
@@ -219,4 +233,3 @@ def verify(run_id: str, services: Services, scenario_file: Path | None = None, *
           f"scenario {entry.scenario_hash[:12]}, DUT {entry.dut_id} {entry.dut_version}")
     _check_scenario_file(v, record, entry, scenario_file, no_scenario_file)
     _rejudge(v, record, entry)
-    return v

@@ -6,7 +6,10 @@ contract (quick: 50, full: 500), alternating run by run: v2 through
 ``RunLedgerClient.record`` (one slot + an indexed event per run), v1 through
 the same estimate-sign-send-await path with its own ABI (the whole record in
 storage; ``contracts/RunLedgerV1.vy``, compiled here, kept only for this
-comparison). Then it accepts baselines and sends maintenance requests on v2.
+comparison). Then it accepts baselines and sends maintenance requests on v2,
+and records batches of 10, 100 and 1,000 runs with ``record_batch`` (one
+RFC 6962 root and one slot per batch; the manifest goes to an embedded IPFS
+store): ``gas_per_run.batch_N`` is that transaction's gas divided by N.
 Gas is each receipt's ``gasUsed``; records/s is sequential (each record awaits
 its receipt) on anvil as twinloop embeds it (state dumped to a file every second).
 
@@ -37,11 +40,12 @@ from web3.types import RPCEndpoint
 from twinloop.ledger import artifact
 from twinloop.ledger.anvil import AnvilNode
 from twinloop.ledger.chain import DEV_FUNDING_WEI, LedgerEntry, RunLedgerClient, _send
-from twinloop.ledger.ipfs import cid_of
+from twinloop.ledger.ipfs import EmbeddedIpfs, cid_of
 
 QUICK_RUNS, FULL_RUNS = 50, 500
 BENCH_KEYS = 4
 SMALL = 10  # baselines accepted and maintenance requests sent
+BATCH_SIZES = (10, 100, 1000)
 DUT_ID = "pm-600v-half-bridge"
 
 
@@ -64,12 +68,12 @@ def run(quick: bool) -> dict[str, Any]:
         node = AnvilNode(Path(tmp) / "anvil-state.json")
         url = node.start()
         try:
-            return _measure(url, n, quick)
+            return _measure(url, n, quick, Path(tmp) / "ipfs")
         finally:
             node.stop()
 
 
-def _measure(url: str, n: int, quick: bool) -> dict[str, Any]:
+def _measure(url: str, n: int, quick: bool, ipfs_dir: Path) -> dict[str, Any]:
     w3 = Web3(Web3.HTTPProvider(url))
 
     def fund(account: LocalAccount) -> LocalAccount:
@@ -129,16 +133,28 @@ def _measure(url: str, n: int, quick: bool) -> dict[str, Any]:
         e.run_id, e.dut_id, e.dut_version, "module", 3600 + i, 7200, "RUL p10 below the scenario's limit"))
         for i, e in enumerate(entries[:SMALL])]
 
+    ipfs = EmbeddedIpfs(ipfs_dir)
+    batch_gas, batch_seconds = {}, {}
+    for size in BATCH_SIZES:
+        start = time.perf_counter()
+        receipt = clients[0].record_batch(_entries(size), ipfs)
+        batch_seconds[size] = time.perf_counter() - start
+        batch_gas[size] = receipt.gas_used
+
     single, v1_single = _stats(record_gas), _stats(v1_gas)
     return {
-        "gas_per_run": {"single": single["median"], "min": single["min"], "max": single["max"],
+        "gas_per_run": {"single": single["median"],
+                        **{f"batch_{k}": round(g / k, 1) for k, g in batch_gas.items()},
+                        "min": single["min"], "max": single["max"],
                         "v1_single": v1_single["median"], "v1_min": v1_single["min"],
                         "v1_max": v1_single["max"],
                         "ratio": round(single["median"] / v1_single["median"], 3)},
         "gas": {"deploy": deploy_gas, "v1_deploy": v1_deploy_gas,
                 "grant_role": _stats(grant_gas), "accept_baseline": _stats(baseline_gas),
                 "request_maintenance": _stats(maintenance_gas)},
-        "records_per_s": {"single": round(n / v2_seconds, 1), "v1_single": round(n / v1_seconds, 1)},
+        "batch_gas": {str(k): g for k, g in batch_gas.items()},  # one record_batch transaction each
+        "records_per_s": {"single": round(n / v2_seconds, 1), "v1_single": round(n / v1_seconds, 1),
+                          **{f"batch_{k}": round(k / t, 1) for k, t in batch_seconds.items()}},
         "read_ms": {"get": round(statistics.median(get_ms), 2),
                     "find_runs": round(statistics.median(find_ms), 2), "find_runs_matches": found},
         "runs": n, "bench_keys": BENCH_KEYS, "quick": quick,
@@ -171,10 +187,13 @@ def main(argv: list[str] | None = None) -> int:
                              ("accept_baseline", "accept_baseline", SMALL),
                              ("request_maintenance", "request_maintenance", SMALL)):
         rows.append((name, count, g[key]["min"], g[key]["median"], g[key]["max"]))
+    for size in r["batch_gas"]:
+        rows.append((f"record_batch {size} (per run)", int(size), per_run[f"batch_{size}"],
+                     per_run[f"batch_{size}"], per_run[f"batch_{size}"]))
     rows += [("deploy v2", 1, g["deploy"], g["deploy"], g["deploy"]),
              ("deploy v1", 1, g["v1_deploy"], g["v1_deploy"], g["v1_deploy"])]
     for name, count, low, mid, high in rows:
-        table.add_row(name, f"{count:,}", f"{low:,}", f"{mid:,}", f"{high:,}", f"{mid / v1:.2f}")
+        table.add_row(name, f"{count:,}", f"{low:,}", f"{mid:,}", f"{high:,}", f"{mid / v1:.3f}")
     console.print(table)
     rate = r["records_per_s"]
     console.print(f"records/s, sequential (each awaits its receipt): v2 {rate['single']:,} "

@@ -12,6 +12,11 @@ A run is one storage slot on chain (the write-once guard, which also packs the
 verdict, the recorder's roles when it wrote and the block) plus a
 ``RunRecorded`` event with the details, indexed by run id, scenario hash and
 DUT key; ``get`` reads the slot, then the event in that slot's block.
+
+A batch of runs is one slot too, keyed by the RFC 6962 Merkle root over the
+runs' leaves (``record_batch``, ``get_batch``; leaves and the manifest in
+``twinloop.ledger.batch``): the runs live in the manifest on IPFS and are
+proven by inclusion proofs, not written one by one.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ from web3.types import RPCEndpoint, TxReceipt
 
 from twinloop.errors import (
     BaselineRefusedError,
+    BatchAlreadyRecordedError,
+    BatchNotFoundError,
+    BatchProofError,
     LedgerContractMismatchError,
     LedgerError,
     LedgerRevertedError,
@@ -51,6 +59,7 @@ from twinloop.errors import (
     RunNotFoundError,
 )
 from twinloop.ledger import artifact
+from twinloop.ledger.batch import InclusionProof, Manifest, build_manifest, parse_manifest
 from twinloop.ledger.anvil import AnvilNode
 from twinloop.ledger.ipfs import cid_digest, cid_from_digest
 
@@ -64,6 +73,7 @@ RECEIPT_TIMEOUT_S = 60.0
 HTTP_TIMEOUT_S = 10.0
 DEV_FUNDING_WEI = 10_000 * 10**18
 COMMITMENT_SHIFT = 80  # the slot keeps the top 176 bits of the details' hash
+BATCH_COMMITMENT_SHIFT = 136  # a batch's slot keeps the top 120 bits of the manifest's hash
 _CONNECTION_ERRORS = (requests.ConnectionError, requests.Timeout, ConnectionError)
 _REVERT_PREFIX = "execution reverted: "
 
@@ -97,6 +107,27 @@ class RunSlot:
                    block_number=(value >> 16) & (2**64 - 1), commitment=value >> COMMITMENT_SHIFT)
 
 
+def batch_commitment(manifest_digest: bytes, recorder: str) -> int:
+    """The top 120 bits of keccak256(abi_encode(manifest_digest, recorder)), as a batch's slot packs them."""
+    digest = keccak(abi_encode(["bytes32", "address"], [manifest_digest, recorder]))
+    return int.from_bytes(digest, "big") >> BATCH_COMMITMENT_SHIFT
+
+
+@dataclass(frozen=True)
+class BatchSlot:
+    """The write-once storage slot of one batch, unpacked."""
+
+    roles: int
+    block_number: int
+    size: int
+    commitment: int
+
+    @classmethod
+    def unpack(cls, value: int) -> BatchSlot:
+        return cls(roles=value & 0xFF, block_number=(value >> 8) & (2**64 - 1),
+                   size=(value >> 72) & (2**64 - 1), commitment=value >> BATCH_COMMITMENT_SHIFT)
+
+
 def role_names(flags: int) -> tuple[str, ...]:
     """The role names set in a Role bitmask, in the contract's order."""
     return tuple(name for name, bit in ROLES.items() if flags & bit)
@@ -126,6 +157,34 @@ class LedgerEntry:
     tx_status: int | None = None
     log_index: int = -1
     recorder_roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """One batch as recorded on chain: its root, size and manifest, and who wrote it when."""
+
+    root: str  # 0x-hex
+    size: int
+    manifest_cid: str
+    recorder: str
+    block_number: int
+    tx_hash: str
+    tx_status: int | None
+    log_index: int
+    timestamp: int = 0
+    recorder_roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BatchReceipt:
+    """What ``record_batch`` returns: the root, the manifest's CID, the transaction and every run's proof."""
+
+    root: str  # 0x-hex
+    manifest_cid: str
+    tx_hash: str
+    proofs: dict[str, InclusionProof]  # by run id
+    block_number: int = 0
+    gas_used: int = 0
 
 
 @dataclass(frozen=True)
@@ -454,6 +513,92 @@ class RunLedgerClient:
         return [self._run_entry(log) for log in sorted(
             logs, key=lambda g: (g["blockNumber"], g["logIndex"]))]
 
+    # batches -----------------------------------------------------------------
+
+    def record_batch(self, entries: list[LedgerEntry], ipfs: Any, *, gas: int | None = None) -> BatchReceipt:
+        """Record many runs in one transaction: the Merkle root over their leaves, once per root.
+
+        Builds the manifest (``twinloop.ledger.batch``), stores it with
+        ``ipfs.add`` (it must return a CIDv0, whose digest goes on chain), sends
+        ``record_batch(root, size, manifest_digest)`` and returns every run's
+        inclusion proof. The runs are not written one by one: a run id recorded
+        alone, or in another batch, is not refused here.
+        """
+        manifest, data = build_manifest(list(entries))
+        root = "0x" + manifest.root.hex()
+        manifest_cid = ipfs.add(data)
+        try:
+            manifest_digest = cid_digest(manifest_cid)
+        except LedgerError as err:
+            raise LedgerError(f"batch {root}: the manifest's CID {manifest_cid!r} is not a CIDv0 "
+                              "(Qm..., sha2-256); RunLedger records its 32-byte digest") from err
+        fn = self._contract.functions.record_batch(manifest.root, manifest.size, manifest_digest)
+        what = f"recording a batch of {manifest.size} runs (root {root})"
+        if self.read_only:
+            raise LedgerUnauthorisedError(f"{what}: this client only reads RunLedger {self.address} "
+                                          "(it was given no recorder key)")
+        receipt = _send(self._w3, self.rpc_url, self.account, fn.build_transaction, what,
+                        self._reverts(None, batch=root), gas)
+        proofs = manifest.proofs()
+        return BatchReceipt(root=root, manifest_cid=manifest_cid,
+                            tx_hash=receipt["transactionHash"].to_0x_hex(), proofs=proofs,
+                            block_number=int(receipt["blockNumber"]), gas_used=int(receipt["gasUsed"]))
+
+    def get_batch(self, root: str | bytes) -> BatchRecord:
+        """The recorded batch with this Merkle root; BatchNotFoundError if there is none.
+
+        Reads the batch's slot, then its BatchRecorded event in the block the
+        slot names, and checks the event against the slot (LedgerTamperedError
+        otherwise).
+        """
+        key = root if isinstance(root, bytes) else _hash32(root, "batch root")
+        if len(key) != 32:
+            raise LedgerError(f"batch root {key.hex()} is not 32 bytes")
+        name = "0x" + key.hex()
+        with _guard(self.rpc_url, f"reading batch {name} from RunLedger {self.address}"):
+            value = int(self._contract.functions.batches(key).call())
+        if value == 0:
+            raise BatchNotFoundError(
+                f"no batch with root {name} is recorded on RunLedger {self.address} at {self.rpc_url}")
+        slot = BatchSlot.unpack(value)
+        event = self._contract.events.BatchRecorded
+        logs = self._logs([event.topic, name], slot.block_number, slot.block_number,
+                          f"reading the BatchRecorded log of batch {name}")
+        if not logs:
+            raise LedgerError(f"batch {name} is recorded on RunLedger {self.address} in block "
+                              f"{slot.block_number}, but {self.rpc_url} returns no BatchRecorded log there")
+        log = logs[0]
+        args = self._decode(event, log).args
+        recorder = Web3.to_checksum_address(args.recorder)
+        digest = bytes(args.manifest_digest)
+        if batch_commitment(digest, recorder) != slot.commitment or int(args.size) != slot.size:
+            raise LedgerTamperedError(
+                f"batch {name}: the BatchRecorded log {log['transactionHash'].to_0x_hex()} on RunLedger "
+                f"{self.address} does not match the batch's slot")
+        tx_hash = log["transactionHash"].to_0x_hex()
+        with _guard(self.rpc_url, f"reading the receipt of {tx_hash}"):
+            receipt = self._w3.eth.get_transaction_receipt(tx_hash)
+        return BatchRecord(root=name, size=slot.size, manifest_cid=cid_from_digest(digest), recorder=recorder,
+                           block_number=slot.block_number, tx_hash=tx_hash, tx_status=int(receipt["status"]),
+                           log_index=int(log["logIndex"]), timestamp=self._block_time(log),
+                           recorder_roles=role_names(slot.roles))
+
+    def batch_recorder_was_authorised(self, batch: BatchRecord) -> bool:
+        """Whether the batch's recorder held the recorder role when the batch was recorded."""
+        return self.had_role("recorder", batch.recorder, batch.block_number,
+                             batch.log_index if batch.log_index >= 0 else None)
+
+    @staticmethod
+    def read_manifest(batch: BatchRecord, ipfs: Any) -> Manifest:
+        """The batch's manifest from ``ipfs``, checked against the root and size on chain."""
+        data = ipfs.cat(batch.manifest_cid)
+        manifest = parse_manifest(data, f"the manifest {batch.manifest_cid} of batch {batch.root}")
+        if "0x" + manifest.root.hex() != batch.root or manifest.size != batch.size:
+            raise BatchProofError(
+                f"the manifest {batch.manifest_cid} hashes to root 0x{manifest.root.hex()} over "
+                f"{manifest.size} runs; the chain records root {batch.root} over {batch.size}")
+        return manifest
+
     # baselines ---------------------------------------------------------------
 
     def accept_baseline(self, run_id: str) -> str:
@@ -597,7 +742,7 @@ class RunLedgerClient:
                         on_revert or self._reverts(None), gas)
         return receipt["transactionHash"].to_0x_hex()
 
-    def _reverts(self, run_id: str | None) -> RevertMap:
+    def _reverts(self, run_id: str | None, batch: str | None = None) -> RevertMap:
         """Map the contract's revert reasons to twinloop errors naming the account, contract and run."""
         me, ledger = self.account.address, f"RunLedger {self.address}"
         run = f"run {run_id}" if run_id else "the run"
@@ -611,6 +756,8 @@ class RunLedgerClient:
                 return LedgerUnauthorisedError(f"{me} is not an admin of {ledger} ({what})")
             if "run id already recorded" in reason:
                 return RunAlreadyRecordedError(f"{run} is already recorded on {ledger}")
+            if "batch already recorded" in reason:
+                return BatchAlreadyRecordedError(f"the batch with root {batch} is already recorded on {ledger}")
             if "run not recorded" in reason:
                 return RunNotFoundError(f"{run} is not recorded on {ledger}")
             if "run did not pass" in reason:

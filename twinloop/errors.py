@@ -86,3 +86,15 @@ class RunAlreadyRecordedError(LedgerError):
 
 class RunNotFoundError(LedgerError):
     """No chain record or bundle exists for the run id or CID asked for."""
+
+
+class BatchAlreadyRecordedError(LedgerError):
+    """A batch with this Merkle root is already on the chain; batch roots are written once."""
+
+
+class BatchNotFoundError(LedgerError):
+    """No batch with this Merkle root is recorded on the chain."""
+
+
+class BatchProofError(LedgerTamperedError):
+    """A run's inclusion proof, manifest or leaf does not match the batch recorded on chain."""

@@ -23,6 +23,22 @@
      logs alone. `bundle_digest` is the sha2-256 digest inside the bundle's
      CIDv0 (`Qm...`).
 
+     A batch of runs costs ONE storage slot too, whatever its size: the
+     RFC 6962 Merkle root over the runs' leaves (``twinloop.ledger.merkle``,
+     leaf encoding in ``twinloop.ledger.batch``) keys a write-once slot that
+     packs:
+
+         bits   0..7    the recorder's roles when it wrote the batch
+         bits   8..71   the block number of the record
+         bits  72..135  the number of runs (leaves) in the tree
+         bits 136..255  the top 120 bits of
+                        keccak256(abi_encode(manifest_digest, recorder))
+
+     and an indexed `BatchRecorded` event. The runs of a batch are not written
+     one by one: their details live in the batch manifest (a bundle on IPFS
+     whose CIDv0 digest is `manifest_digest`), and each run is proven by its
+     inclusion proof against the root.
+
      The admin role is held by the deployer, who also starts out as a
      recorder. Admins grant and revoke every role, admin included, but cannot
      revoke their own admin role (so the contract is never left without one).
@@ -36,6 +52,9 @@ VERDICT_ERROR: constant(uint8) = 3
 
 # the slot keeps the top 176 bits of the details' hash, above the lower 80 bits
 COMMITMENT_SHIFT: constant(uint256) = 80
+# a batch's slot keeps the top 120 bits of the manifest's hash, above size, block and roles
+BATCH_COMMITMENT_SHIFT: constant(uint256) = 136
+MAX_BATCH_SIZE: constant(uint256) = 2**64 - 1
 
 
 flag Role:
@@ -67,6 +86,13 @@ event RunRecorded:
     dut_version: String[64]
 
 
+event BatchRecorded:
+    root: indexed(bytes32)
+    manifest_digest: bytes32
+    size: uint256
+    recorder: address
+
+
 event BaselineAccepted:
     scenario_hash: indexed(bytes32)
     dut_key: indexed(bytes32)
@@ -87,6 +113,7 @@ event MaintenanceRequested:
 roles: public(HashMap[address, Role])
 runs: public(HashMap[bytes16, uint256])
 baseline: public(HashMap[bytes32, HashMap[bytes32, bytes16]])
+batches: public(HashMap[bytes32, uint256])
 
 
 @deploy
@@ -177,6 +204,31 @@ def record(
         dut_id=dut_id,
         dut_version=dut_version,
     )
+
+
+@external
+def record_batch(root: bytes32, size: uint256, manifest_digest: bytes32):
+    """
+    @notice Record a batch of finished runs as the RFC 6962 Merkle root over their
+            leaves; each root can be written only once. The runs themselves are in
+            the manifest, proven one by one with inclusion proofs against `root`.
+    @param size The number of runs (leaves) in the tree.
+    @param manifest_digest The sha2-256 digest of the batch manifest's CIDv0.
+    """
+    held: Role = self.roles[msg.sender]
+    assert Role.RECORDER in held, "not a recorder"
+    assert root != empty(bytes32), "empty root"
+    assert size != 0 and size <= MAX_BATCH_SIZE, "invalid batch size"
+    assert self.batches[root] == 0, "batch already recorded"
+
+    commitment: uint256 = convert(keccak256(abi_encode(manifest_digest, msg.sender)), uint256)
+    self.batches[root] = (
+        ((commitment >> BATCH_COMMITMENT_SHIFT) << BATCH_COMMITMENT_SHIFT)
+        | (size << 72)
+        | (convert(convert(block.number, uint64), uint256) << 8)
+        | convert(held, uint256)
+    )
+    log BatchRecorded(root=root, manifest_digest=manifest_digest, size=size, recorder=msg.sender)
 
 
 @external
