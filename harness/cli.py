@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from twinloop.errors import ConfigError, LedgerError, TwinloopError
+from twinloop.harness.batch_verify import verify_batched_run
 from twinloop.harness.fleet_record import FleetRecord, read_bundle
 from twinloop.harness.gate import gate
 from twinloop.harness.fleet_report import fleet_report, write_fleet_html
@@ -133,7 +134,7 @@ def _run_one(args: argparse.Namespace, console: Console, pipeline: Pipeline, pla
     report = write_html(record, home / "reports" / f"{record.run_id}.html",
                         {"cid": committed.cid, "tx": committed.tx_hash})
     try:
-        for earlier in pipeline.flush():
+        for earlier in pipeline.sync():
             console.print(f"outbox    committed run {earlier.run_id} (waiting since the chain or store was down), "
                           f"bundle {earlier.cid}", highlight=False, markup=False, soft_wrap=True)
     except LedgerError as err:  # this run is committed; an older one stays where it waits
@@ -285,9 +286,15 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
                 key = key_from_pem(args.public_key.read_bytes())
             except ValueError as err:
                 raise ConfigError(f"--public-key {args.public_key}: not a PEM public key: {err}") from err
-        v = Pipeline(services).verify(args.run_id, args.scenario, no_scenario_file=args.no_scenario_file,
-                                      resimulate=not args.no_resimulate, signer=key,
-                                      require_attestation=args.require_attestation)
+        if args.batch:
+            root, cid = (None, args.batch) if args.batch.startswith("Qm") else (args.batch, None)
+            v = verify_batched_run(args.run_id, services, root=root, manifest_cid=cid, scenario_file=args.scenario,
+                                   no_scenario_file=args.no_scenario_file, signer=key,
+                                   require_attestation=args.require_attestation)
+        else:
+            v = Pipeline(services).verify(args.run_id, args.scenario, no_scenario_file=args.no_scenario_file,
+                                          resimulate=not args.no_resimulate, signer=key,
+                                          require_attestation=args.require_attestation)
         verify_report(console, v)
     return 0 if v.ok else 1
 
@@ -328,14 +335,15 @@ def cmd_ledger_watch(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def cmd_ledger_flush(args: argparse.Namespace, console: Console) -> int:
+def cmd_ledger_sync(args: argparse.Namespace, console: Console) -> int:
     with _services(args) as services:
         pending = sorted(services.outbox.glob("*.json"))
         if not pending:
-            console.print(f"outbox {services.outbox} is empty", highlight=False)
+            console.print(f"outbox {services.outbox} is empty", highlight=False, markup=False, soft_wrap=True)
             return 0
-        for c in Pipeline(services).flush():
-            console.print(f"committed run {c.run_id}, bundle {c.cid}, tx {c.tx_hash}", highlight=False, markup=False)
+        for c in Pipeline(services).sync():
+            console.print(f"committed run {c.run_id}, bundle {c.cid}, tx {c.tx_hash}", highlight=False, markup=False,
+                          soft_wrap=True)
     return 0
 
 
@@ -440,9 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
     imp_p.add_argument("car", type=Path, metavar="FILE.car")
     _service_args(imp_p)
     imp_p.set_defaults(func=cmd_ledger_import)
-    flush_p = led_sub.add_parser("flush", help="commit the runs waiting in the outbox (chain or store was down)")
-    _service_args(flush_p)
-    flush_p.set_defaults(func=cmd_ledger_flush)
+    sync_p = led_sub.add_parser("sync", help="commit the runs waiting in the outbox (chain or store was down), "
+                                             "each exactly once")
+    _service_args(sync_p)
+    sync_p.set_defaults(func=cmd_ledger_sync)
     schema = sub.add_parser("schema", help="print the scenario files' JSON Schema (for editors)")
     schema.add_argument("--fleet", action="store_true", help="the fleet files' schema instead")
     schema.set_defaults(func=cmd_schema)
@@ -475,6 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="scenario or fleet file to compare (default: the recorded path, here or at the repo root)")
     which.add_argument("--no-scenario-file", action="store_true",
                        help="verify without a scenario file (the recorded text is re-judged as recorded)")
+    ver.add_argument("--batch", metavar="ROOT|MANIFEST_CID",
+                     help="the run was recorded in a batch: its Merkle root (0x...) or manifest CID (Qm...)")
     ver.add_argument("--public-key", type=Path, metavar="PEM",
                      help="the bench's public key that signed the attestation (default: the recorder's address)")
     ver.add_argument("--require-attestation", action="store_true",

@@ -82,7 +82,7 @@ def request_maintenance(record: RunRecord, services: Services) -> list[str]:
     return sent
 
 
-def flush(services: Services) -> list[Committed]:
+def sync(services: Services) -> list[Committed]:
     """Commit every bundle waiting in the outbox (a chain or store that was down); oldest first.
 
     Each is committed exactly once: a run the chain already holds with the

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from securesystemslib.signer import Key
 
-from twinloop.harness.commit import Committed, commit, flush
+from twinloop.harness.commit import Committed, commit, sync
 from twinloop.harness.fleet_record import FleetRecord
 from twinloop.harness.plan import Plan, plan
 from twinloop.harness.record import RunRecord
@@ -92,9 +92,9 @@ class Pipeline:
         """Outbox, IPFS, chain; the outbox keeps the run if IPFS or the chain fails."""
         return commit(record, self.services)
 
-    def flush(self) -> list[Committed]:
-        """Commit the runs waiting in the outbox (the chain or store was down when they ended)."""
-        return flush(self.services)
+    def sync(self) -> list[Committed]:
+        """Commit the runs waiting in the outbox (the chain or store was down when they ended), each once."""
+        return sync(self.services)
 
     def verify(self, run_id: str, scenario_file: Path | None = None, *,
                no_scenario_file: bool = False, resimulate: bool = True, signer: Key | None = None,

@@ -350,3 +350,22 @@ def test_bench_json_carries_the_batch_gas_per_run(services: Services, monkeypatc
     assert {"single", "batch_10", "batch_100", "batch_1000"} <= set(per_run)
     assert per_run["batch_100"] < 2_000 and per_run["batch_1000"] < per_run["batch_100"] < per_run["batch_10"]
     assert 45_000 < per_run["single"] < 60_000
+
+
+def test_twinloop_verify_checks_a_batched_run_by_root_or_manifest(services: Services,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from twinloop.harness.cli import main
+
+    ledger = services.ledger
+    _, entries = _batch_of_bundles(services, 3, 0xC11)
+    receipt = ledger.record_batch(entries, services.ipfs)
+    where = ["--chain", ledger.rpc_url, "--contract", ledger.address, "--home", str(services.home),
+             "--no-scenario-file"]
+    for batch in (receipt.root, receipt.manifest_cid):
+        assert main(["verify", entries[1].run_id, "--batch", batch, *where]) == 0
+        out = capsys.readouterr().out
+        assert "inclusion proof" in out and "VERIFIED" in out and "NOT VERIFIED" not in out
+    other, = _batch_of_bundles(services, 1, 0xC12)[1]
+    ledger.record(other)
+    assert main(["verify", other.run_id, "--batch", receipt.root, *where]) == 1  # not in that batch
+    assert "NOT VERIFIED" in capsys.readouterr().out

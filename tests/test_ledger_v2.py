@@ -277,7 +277,7 @@ def test_artifact_is_reproduced_by_the_installed_vyper() -> None:
     shipped = importlib.resources.files("twinloop.ledger").joinpath(artifact.ARTIFACT)
     assert artifact.render(artifact.build()) == shipped.read_text(encoding="utf-8")
     loaded = artifact.load()
-    assert loaded.version == "twinloop.RunLedger/2"
+    assert loaded.version == "twinloop.RunLedger/3"
     assert loaded.source_sha256 == hashlib.sha256(artifact.read_source().encode()).hexdigest()
 
 

@@ -141,8 +141,8 @@ def test_a_run_that_ends_while_the_chain_is_down_waits_in_the_outbox_and_is_comm
     assert waiting.attestation is not None and waiting.samples == record.samples  # signed and whole, offline
 
     up = Pipeline(Services(ServiceOptions(home=tmp_path / "bench", chain_url=live.rpc_url, contract=live.address)))
-    [committed] = up.flush()
+    [committed] = up.sync()
     assert committed.run_id == record.run_id and not list(down.outbox.glob("*.json"))
-    assert up.flush() == []  # once
+    assert up.sync() == []  # once
     assert live.get(record.run_id).bundle_cid == committed.cid
     assert up.verify(record.run_id, no_scenario_file=True, require_attestation=True).ok

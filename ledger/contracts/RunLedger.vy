@@ -44,7 +44,7 @@
      revoke their own admin role (so the contract is never left without one).
 """
 
-VERSION: public(constant(String[32])) = "twinloop.RunLedger/2"
+VERSION: public(constant(String[32])) = "twinloop.RunLedger/3"
 
 VERDICT_PASS: constant(uint8) = 1
 VERDICT_FAIL: constant(uint8) = 2
