@@ -18,8 +18,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from twinloop.errors import ConfigError, LedgerError, TwinloopError
+from twinloop.errors import ConfigError, LedgerError, RunNotFoundError, TwinloopError
 from twinloop.harness.batch_verify import verify_batched_run
+from twinloop.harness.commit import BATCH_NOTES, batch_notes, sync_batched
 from twinloop.harness.fleet_record import FleetRecord, read_bundle
 from twinloop.harness.gate import gate
 from twinloop.harness.fleet_report import fleet_report, write_fleet_html
@@ -292,9 +293,20 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
                                    no_scenario_file=args.no_scenario_file, signer=key,
                                    require_attestation=args.require_attestation)
         else:
-            v = Pipeline(services).verify(args.run_id, args.scenario, no_scenario_file=args.no_scenario_file,
-                                          resimulate=not args.no_resimulate, signer=key,
-                                          require_attestation=args.require_attestation)
+            try:
+                v = Pipeline(services).verify(args.run_id, args.scenario, no_scenario_file=args.no_scenario_file,
+                                              resimulate=not args.no_resimulate, signer=key,
+                                              require_attestation=args.require_attestation)
+            except RunNotFoundError:
+                note = batch_notes(services.home).get(args.run_id)
+                if note is None:
+                    raise
+                console.print(f"run {args.run_id} is not recorded alone; {services.home / BATCH_NOTES} names "
+                              f"batch {note['root']} (manifest {note['manifest_cid']}): verifying it as batched",
+                              highlight=False, markup=False, soft_wrap=True)
+                v = verify_batched_run(args.run_id, services, root=note["root"], scenario_file=args.scenario,
+                                       no_scenario_file=args.no_scenario_file, resimulate=not args.no_resimulate,
+                                       signer=key, require_attestation=args.require_attestation)
         verify_report(console, v)
     return 0 if v.ok else 1
 
@@ -341,9 +353,22 @@ def cmd_ledger_sync(args: argparse.Namespace, console: Console) -> int:
         if not pending:
             console.print(f"outbox {services.outbox} is empty", highlight=False, markup=False, soft_wrap=True)
             return 0
-        for c in Pipeline(services).sync():
-            console.print(f"committed run {c.run_id}, bundle {c.cid}, tx {c.tx_hash}", highlight=False, markup=False,
-                          soft_wrap=True)
+        if args.batch is None:
+            for c in Pipeline(services).sync():
+                console.print(f"committed run {c.run_id}, bundle {c.cid}, tx {c.tx_hash}", highlight=False,
+                              markup=False, soft_wrap=True)
+            return 0
+        singles, batches = sync_batched(services, args.batch)
+        for c in singles:
+            console.print(f"run {c.run_id} is already on chain with bundle {c.cid} (tx {c.tx_hash}): done",
+                          highlight=False, markup=False, soft_wrap=True)
+        for b in batches:
+            how = "was already on chain (an earlier sync was cut off)" if b.already else "recorded"
+            console.print(f"batch {b.root} of {len(b.runs)} runs {how}: manifest {b.manifest_cid}, tx {b.tx_hash}",
+                          highlight=False, markup=False, soft_wrap=True)
+            for c in b.runs:
+                console.print(f"committed run {c.run_id} in batch {b.root}, bundle {c.cid}", highlight=False,
+                              markup=False, soft_wrap=True)
     return 0
 
 
@@ -450,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp_p.set_defaults(func=cmd_ledger_import)
     sync_p = led_sub.add_parser("sync", help="commit the runs waiting in the outbox (chain or store was down), "
                                              "each exactly once")
+    sync_p.add_argument("--batch", type=int, metavar="N",
+                        help="record the runs in batches of up to N, one transaction (a Merkle root) per batch; "
+                             "HOME/batches.jsonl notes each run's batch for 'twinloop verify RUN_ID'")
     _service_args(sync_p)
     sync_p.set_defaults(func=cmd_ledger_sync)
     schema = sub.add_parser("schema", help="print the scenario files' JSON Schema (for editors)")

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from twinloop.errors import LedgerError, LedgerTamperedError, RunAlreadyRecordedError
+from twinloop.errors import (BatchNotFoundError, ConfigError, LedgerError, LedgerTamperedError,
+                             RunAlreadyRecordedError, RunNotFoundError)
 from twinloop.harness.attestation import attest
 from twinloop.harness.fleet_record import FleetRecord, read_bundle
 from twinloop.harness.record import RunRecord
 from twinloop.harness.services import Services
+from twinloop.ledger.batch import build_manifest
 from twinloop.ledger.dsse import EthereumSigner
+
+#: HOME/batches.jsonl: one JSON line per run committed in a batch: {run_id, root, manifest_cid, tx}
+BATCH_NOTES = "batches.jsonl"
+#: HOME/batch-sending.json: the batch being sent (root and run ids), written before its transaction
+BATCH_INTENT = "batch-sending.json"
 
 
 @dataclass(frozen=True)
@@ -108,3 +117,152 @@ def sync(services: Services) -> list[Committed]:
         pending.unlink()
         done.append(Committed(record.run_id, cid, tx_hash, record))
     return done
+
+
+@dataclass(frozen=True)
+class BatchCommitted:
+    """One batch of outbox runs now on chain (``already``: found on chain, sent by an earlier, cut-off sync)."""
+
+    root: str
+    manifest_cid: str
+    tx_hash: str
+    runs: list[Committed]
+    already: bool = False
+
+
+def batch_notes(home: Path) -> dict[str, dict[str, Any]]:
+    """HOME/batches.jsonl by run id: which batch (root, manifest CID, tx) each batched run went into."""
+    notes: dict[str, dict[str, Any]] = {}
+    path = Path(home) / BATCH_NOTES
+    if not path.exists():
+        return notes
+    for line in path.read_text().splitlines():
+        try:
+            note = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+        if isinstance(note, dict) and isinstance(note.get("run_id"), str):
+            notes[note["run_id"]] = note
+    return notes
+
+
+def _note_batch(home: Path, run_ids: list[str], root: str, manifest_cid: str, tx_hash: str) -> None:
+    known = batch_notes(home)
+    lines = [json.dumps({"run_id": r, "root": root, "manifest_cid": manifest_cid, "tx": tx_hash})
+             for r in run_ids if known.get(r, {}).get("root") != root]
+    if not lines:
+        return
+    path = Path(home) / BATCH_NOTES
+    with open(path, "a") as handle:
+        if handle.tell() and not path.read_bytes().endswith(b"\n"):
+            handle.write("\n")  # after a line cut short
+        handle.write("\n".join(lines) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _finish_sent_batch(services: Services) -> BatchCommitted | None:
+    """A sync cut off after writing its intent: if that batch is on chain, note its runs and clear the outbox."""
+    intent = services.home / BATCH_INTENT
+    if not intent.exists():
+        return None
+    try:
+        sent = json.loads(intent.read_text())
+        root, run_ids = sent["root"], list(sent["runs"])
+    except (ValueError, KeyError, TypeError):
+        intent.unlink()  # cut short while being written: its transaction was never sent
+        return None
+    try:
+        batch = services.ledger.get_batch(root)
+    except BatchNotFoundError:
+        intent.unlink()  # the transaction never landed; its runs are still in the outbox
+        return None
+    _note_batch(services.home, run_ids, batch.root, batch.manifest_cid, batch.tx_hash)
+    runs = []
+    for run_id in run_ids:
+        pending = services.outbox / f"{run_id}.json"
+        if pending.exists():
+            data = pending.read_bytes()
+            runs.append(Committed(run_id, services.ipfs.add(data), batch.tx_hash, read_bundle(data)))
+            pending.unlink()
+    intent.unlink()
+    return BatchCommitted(batch.root, batch.manifest_cid, batch.tx_hash, runs, already=True)
+
+
+def _noted_on_chain(services: Services, note: dict[str, Any] | None, pending: Path) -> bool:
+    """A run HOME/batches.jsonl already puts in a batch that is on chain (a clean-up cut short): drop its copy."""
+    if note is None:
+        return False
+    try:
+        services.ledger.get_batch(note["root"])
+    except (BatchNotFoundError, KeyError):
+        return False
+    pending.unlink()
+    return True
+
+
+def sync_batched(services: Services, size: int) -> tuple[list[Committed], list[BatchCommitted]]:
+    """Commit the outbox in batches of up to ``size`` runs, one ``record_batch`` transaction each.
+
+    Returns the runs found already on chain as single records (same bundle:
+    done, as ``sync``) and the batches. Runs are batched in run-id order, so
+    the same outbox gives the same roots: a batch whose root is already on
+    chain (an earlier sync cut off after its transaction) is taken as done,
+    and so is the batch named in HOME/batch-sending.json, written before each
+    transaction. Each batched run gets a line in HOME/batches.jsonl (root,
+    manifest CID, tx), written before its outbox file is removed.
+    """
+    if size < 1:
+        raise ConfigError(f"--batch {size}: a batch holds at least one run")
+    ledger = services.ledger
+    batches: list[BatchCommitted] = []
+    finished = _finish_sent_batch(services)
+    if finished is not None:
+        batches.append(finished)
+    singles: list[Committed] = []
+    waiting: list[tuple[Path, Any, str]] = []
+    noted = batch_notes(services.home)
+    for pending in sorted(services.outbox.glob("*.json")):
+        data = pending.read_bytes()
+        record = read_bundle(data)
+        cid = services.ipfs.add(data)
+        try:
+            entry = ledger.get(record.run_id)
+        except RunNotFoundError:
+            if not _noted_on_chain(services, noted.get(record.run_id), pending):
+                waiting.append((pending, record, cid))
+            continue
+        if entry.bundle_cid != cid:
+            raise LedgerTamperedError(f"run {record.run_id} waiting in {pending} is already on chain with "
+                                      f"bundle {entry.bundle_cid}, not {cid}; left in the outbox")
+        pending.unlink()
+        singles.append(Committed(record.run_id, cid, entry.tx_hash, record))
+    waiting.sort(key=lambda w: w[1].run_id)
+    for start in range(0, len(waiting), size):
+        chunk = waiting[start:start + size]
+        entries = [record.ledger_entry(cid) for _, record, cid in chunk]
+        run_ids = [record.run_id for _, record, _ in chunk]
+        manifest, _ = build_manifest(entries)
+        root = "0x" + manifest.root.hex()
+        try:
+            found = ledger.get_batch(root)
+            already, manifest_cid, tx_hash = True, found.manifest_cid, found.tx_hash
+        except BatchNotFoundError:
+            write_atomic(services.home / BATCH_INTENT, json.dumps({"root": root, "runs": run_ids}).encode())
+            try:
+                receipt = ledger.record_batch(entries, services.ipfs)
+            except LedgerError as err:
+                (services.home / BATCH_INTENT).unlink(missing_ok=True)
+                raise type(err)(f"{err} (runs {', '.join(run_ids)} are kept in {services.outbox})") from err
+            already, manifest_cid, tx_hash = False, receipt.manifest_cid, receipt.tx_hash
+        _note_batch(services.home, run_ids, root, manifest_cid, tx_hash)
+        for pending, _, _ in chunk:
+            pending.unlink(missing_ok=True)
+        (services.home / BATCH_INTENT).unlink(missing_ok=True)
+        if not already:
+            for _, record, _ in chunk:
+                if isinstance(record, RunRecord):
+                    request_maintenance(record, services)
+        batches.append(BatchCommitted(root, manifest_cid, tx_hash,
+                                      [Committed(r.run_id, c, tx_hash, r) for _, r, c in chunk], already))
+    return singles, batches

@@ -13,6 +13,13 @@ store): ``gas_per_run.batch_N`` is that transaction's gas divided by N.
 Gas is each receipt's ``gasUsed``; records/s is sequential (each record awaits
 its receipt) on anvil as twinloop embeds it (state dumped to a file every second).
 
+Then speed: the embedded IPFS importer (``import_file``) over 64 MB of random
+bytes against Debian's ``ipfs_cid`` (where installed) hashing the same bytes;
+commit (``harness.commit.commit``: attest, outbox, IPFS, chain) and verify
+(``no_scenario_file``) of a one-hour 10 Hz run of 20 signals (the
+thermal-cycling bundle with 36,000 synthetic rows); and ``get`` + verify of
+one real run among 1,000 (quick) or 10,000 single records.
+
     python -m twinloop.ledger.bench [--quick] [--json]
 """
 
@@ -22,7 +29,9 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +52,10 @@ from twinloop.ledger.chain import DEV_FUNDING_WEI, LedgerEntry, RunLedgerClient,
 from twinloop.ledger.ipfs import EmbeddedIpfs, cid_of
 
 QUICK_RUNS, FULL_RUNS = 50, 500
+IMPORT_MB = 64
+LONG_RUN_ROWS, LONG_RUN_SIGNALS = 36_000, 20  # one hour at 10 Hz
+QUICK_AMONG, FULL_AMONG = 1_000, 10_000
+BUNDLE = Path(__file__).resolve().parents[1] / "tests" / "data" / "run-v2-thermal-cycling.json"
 BENCH_KEYS = 4
 SMALL = 10  # baselines accepted and maintenance requests sent
 BATCH_SIZES = (10, 100, 1000)
@@ -141,8 +154,11 @@ def _measure(url: str, n: int, quick: bool, ipfs_dir: Path) -> dict[str, Any]:
         batch_seconds[size] = time.perf_counter() - start
         batch_gas[size] = receipt.gas_used
 
+    speed = _speed(url, clients, benches, ipfs_dir.parent, quick)
+
     single, v1_single = _stats(record_gas), _stats(v1_gas)
     return {
+        **speed,
         "gas_per_run": {"single": single["median"],
                         **{f"batch_{k}": round(g / k, 1) for k, g in batch_gas.items()},
                         "min": single["min"], "max": single["max"],
@@ -160,6 +176,118 @@ def _measure(url: str, n: int, quick: bool, ipfs_dir: Path) -> dict[str, Any]:
         "runs": n, "bench_keys": BENCH_KEYS, "quick": quick,
         "contract": ledger.version, "node": w3.client_version,
     }
+
+
+def _import_speed(tmp: Path) -> dict[str, Any]:
+    """MB/s of the embedded importer and of Debian's ipfs_cid over the same random bytes (MB = 10**6 bytes)."""
+    from twinloop.ledger.ipfs import import_file
+
+    data = os.urandom(IMPORT_MB * 1_000_000)
+    start = time.perf_counter()
+    ours = import_file(data)[0]
+    ours_s = time.perf_counter() - start
+    result: dict[str, Any] = {"import_mb": IMPORT_MB, "import_mb_per_s": round(IMPORT_MB / ours_s, 1),
+                              "ipfs_cid_mb_per_s": None, "import_vs_ipfs_cid": None, "ipfs_cid_same_cid": None}
+    tool = shutil.which("ipfs_cid")
+    if tool:
+        path = tmp / "import-bench.bin"
+        path.write_bytes(data)
+        start = time.perf_counter()
+        done = subprocess.run([tool, str(path)], capture_output=True, text=True, check=False)
+        tool_s = time.perf_counter() - start
+        path.unlink()
+        if done.returncode == 0:
+            try:
+                theirs = json.loads(done.stdout.strip().splitlines()[0]).get("CIDv0")
+            except (ValueError, IndexError, AttributeError):
+                theirs = None
+            result.update(ipfs_cid_mb_per_s=round(IMPORT_MB / tool_s, 1),
+                          import_vs_ipfs_cid=round(tool_s / ours_s, 3), ipfs_cid_same_cid=theirs == ours)
+    return result
+
+
+def _long_record(run_id: str) -> Any:
+    """The thermal-cycling bundle as a one-hour 10 Hz run of 20 signals (its own columns tiled, plus noise)."""
+    import random
+
+    from twinloop.harness.judge import judge_all, overall, resolve
+    from twinloop.harness.record import RunRecord, Samples
+    from twinloop.harness.runner import step_failures
+    from twinloop.harness.scenario import Bounds, parse_scenario
+
+    record = RunRecord.from_bytes(BUNDLE.read_bytes())
+    rng = random.Random(7)
+    t = [round(i * 0.1, 1) for i in range(LONG_RUN_ROWS)]
+    columns: dict[str, list[float | None]] = {}
+    for name, values in record.samples.columns.items():
+        got = [v for v in values if v is not None] or [0.0]
+        columns[name] = [got[i % len(got)] for i in range(LONG_RUN_ROWS)]
+    k = 0
+    while len(columns) < LONG_RUN_SIGNALS:
+        columns[f"module.extra_{k}"] = [round(25 + 10 * rng.random(), 6) for _ in range(LONG_RUN_ROWS)]
+        k += 1
+    record = record.model_copy(update={"run_id": run_id, "attestation": None,
+                                       "samples": Samples(t=t, t_read=list(t), columns=columns)})
+    # judged as a real run would be at its end, so the bundle's verdicts are its samples'
+    source = parse_scenario(record.scenario.path, record.scenario.text)
+    units = dict(record.rig.units) or {e.signal: e.unit for e in source.scenario.expect
+                                       if isinstance(e, Bounds) and e.unit}
+    verdicts = judge_all(resolve(source, units), record)
+    return record.model_copy(update={"verdicts": verdicts,
+                                     "outcome": overall(verdicts, record.error, step_failures(record))})
+
+
+def _speed(url: str, clients: list[RunLedgerClient], benches: list[LocalAccount], tmp: Path,
+           quick: bool) -> dict[str, Any]:
+    """Import MB/s, commit/verify of a long run, and get + verify of one run among many singles."""
+    from twinloop.harness.commit import commit
+    from twinloop.harness.record import RunRecord
+    from twinloop.harness.services import KEY_ENV, ServiceOptions, Services
+    from twinloop.harness.verify import verify
+
+    result = _import_speed(tmp)
+    saved = os.environ.get(KEY_ENV)
+    os.environ[KEY_ENV] = benches[0].key.hex()
+    try:
+        with Services(ServiceOptions(home=tmp / "home", chain_url=url, contract=clients[0].address)) as services:
+            record = _long_record(str(uuid.uuid4()))
+            start = time.perf_counter()
+            committed = commit(record, services)
+            commit_s = time.perf_counter() - start
+            start = time.perf_counter()
+            v = verify(committed.run_id, services, no_scenario_file=True)
+            verify_s = time.perf_counter() - start
+            result.update(commit_s=round(commit_s, 2), verify_s=round(verify_s, 2),
+                          long_run_bundle_mb=round(len(committed.record.to_bytes()) / 1e6, 2),
+                          long_run_rows=LONG_RUN_ROWS, long_run_signals=LONG_RUN_SIGNALS, long_run_verified=v.ok,
+                          long_run_failed_checks=[c.name for c in v.checks if c.status == "failed"])
+
+            among = QUICK_AMONG if quick else FULL_AMONG
+            entries = _entries(among - 1)
+            half = len(entries) // 2
+            start = time.perf_counter()
+            for i, e in enumerate(entries[:half]):
+                clients[i % BENCH_KEYS].record(e, gas=200_000)
+            target = commit(RunRecord.from_bytes(BUNDLE.read_bytes()).model_copy(
+                update={"run_id": str(uuid.uuid4()), "attestation": None}), services)
+            for i, e in enumerate(entries[half:]):
+                clients[i % BENCH_KEYS].record(e, gas=200_000)
+            fill_s = time.perf_counter() - start
+            start = time.perf_counter()
+            services.ledger.get(target.run_id)
+            get_ms = (time.perf_counter() - start) * 1000
+            start = time.perf_counter()
+            v = verify(target.run_id, services, no_scenario_file=True)
+            among_s = time.perf_counter() - start
+            result.update({f"verify_among_{among}_s": round(among_s, 3), f"get_among_{among}_ms": round(get_ms, 2),
+                           "among_runs": among, "among_verified": v.ok,
+                           "among_records_per_s": round(among / fill_s, 1)})
+    finally:
+        if saved is None:
+            os.environ.pop(KEY_ENV, None)
+        else:
+            os.environ[KEY_ENV] = saved
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,6 +331,22 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"get(run id) {reads['get']} ms median (slot, log, receipt); find_runs by scenario + "
                   f"DUT version among {r['runs']} runs: {reads['find_runs_matches']} found in "
                   f"{reads['find_runs']} ms median")
+    speed = Table(title="speed (seconds and MB/s on this machine)")
+    speed.add_column("measure")
+    speed.add_column("value", justify="right")
+    tool = r["ipfs_cid_mb_per_s"]
+    among = r["among_runs"]
+    for name, value in (
+            (f"import_file, {r['import_mb']} MB random (MB/s)", r["import_mb_per_s"]),
+            ("ipfs_cid (Debian), same bytes (MB/s)", "not installed" if tool is None else tool),
+            ("import_file / ipfs_cid speed", "-" if r["import_vs_ipfs_cid"] is None else r["import_vs_ipfs_cid"]),
+            (f"commit, 1 h at 10 Hz, {r['long_run_signals']} signals (s)", r["commit_s"]),
+            ("verify it, no scenario file (s)", f"{r['verify_s']} ({'ok' if r['long_run_verified'] else 'failed: ' + ', '.join(r['long_run_failed_checks'])})"),
+            ("its bundle (MB)", r["long_run_bundle_mb"]),
+            (f"get among {among:,} single runs (ms)", r[f"get_among_{among}_ms"]),
+            (f"get + verify among {among:,} (s)", r[f"verify_among_{among}_s"])):
+        speed.add_row(name, str(value))
+    console.print(speed)
     return 0
 
 

@@ -345,8 +345,16 @@ def test_bench_json_carries_the_batch_gas_per_run(services: Services, monkeypatc
 
     monkeypatch.setattr(bench, "QUICK_RUNS", 2)
     monkeypatch.setattr(bench, "SMALL", 1)
+    monkeypatch.setattr(bench, "IMPORT_MB", 1)  # the speed rows, small
+    monkeypatch.setattr(bench, "LONG_RUN_ROWS", 600)
+    monkeypatch.setattr(bench, "QUICK_AMONG", 5)
     assert bench.main(["--quick", "--json"]) == 0
-    per_run = json.loads(capsys.readouterr().out)["gas_per_run"]
+    figures = json.loads(capsys.readouterr().out)
+    per_run = figures["gas_per_run"]
+    assert figures["import_mb_per_s"] > 0 and figures["commit_s"] > 0 and figures["verify_s"] > 0
+    assert figures["long_run_verified"] and figures["among_verified"] and figures["verify_among_5_s"] > 0
+    if figures["ipfs_cid_mb_per_s"] is not None:  # Debian's ipfs_cid is installed: the same CID as ours
+        assert figures["ipfs_cid_same_cid"] and figures["import_vs_ipfs_cid"] > 0
     assert {"single", "batch_10", "batch_100", "batch_1000"} <= set(per_run)
     assert per_run["batch_100"] < 2_000 and per_run["batch_1000"] < per_run["batch_100"] < per_run["batch_10"]
     assert 45_000 < per_run["single"] < 60_000

@@ -337,6 +337,9 @@ def test_bench_json_carries_the_gas_figures(monkeypatch: pytest.MonkeyPatch,
 
     monkeypatch.setattr(bench, "QUICK_RUNS", 4)
     monkeypatch.setattr(bench, "SMALL", 2)
+    monkeypatch.setattr(bench, "IMPORT_MB", 1)  # the speed rows, small
+    monkeypatch.setattr(bench, "LONG_RUN_ROWS", 600)
+    monkeypatch.setattr(bench, "QUICK_AMONG", 5)
     assert bench.main(["--quick", "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)
     assert figures["runs"] == 4 and figures["contract"] == artifact.load().version
