@@ -244,6 +244,15 @@ def import_file(data: bytes, cid_version: int = 0) -> tuple[str, list[tuple[str,
     return root.cid, list(builder.blocks.items())
 
 
+def _link_cid(link: bytes) -> str:
+    """The CID a dag-pb PBLink points to; ValueError unless it is one sha2-256 CID."""
+    hashes = [v for n, v in _fields(link) if n == 1 and isinstance(v, bytes)]
+    child = cid_from_bytes_or_none(hashes[0]) if len(hashes) == 1 else None
+    if child is None:
+        raise ValueError("link without a sha2-256 CID")
+    return child
+
+
 def links_of(cid: str, block: bytes) -> list[str]:
     """The CIDs a block links to: a dag-pb node's links, none for a raw block; ValueError if malformed."""
     if cid_codec(cid) == RAW:
@@ -251,11 +260,7 @@ def links_of(cid: str, block: bytes) -> list[str]:
     links = []
     for num, value in _fields(block):
         if num == 2 and isinstance(value, bytes):
-            hashes = [v for n, v in _fields(value) if n == 1 and isinstance(v, bytes)]
-            child = cid_from_bytes_or_none(hashes[0]) if len(hashes) == 1 else None
-            if child is None:
-                raise ValueError("link without a sha2-256 CID")
-            links.append(child)
+            links.append(_link_cid(value))
         elif num != 1 or not isinstance(value, bytes):
             raise ValueError(f"unexpected dag-pb field {num}")
     return links
@@ -267,11 +272,7 @@ def _decode(block: bytes) -> tuple[list[str], bytes, int, list[int]]:
     unixfs = b""
     for num, value in _fields(block):
         if num == 2 and isinstance(value, bytes):
-            hashes = [v for n, v in _fields(value) if n == 1 and isinstance(v, bytes)]
-            child = cid_from_bytes_or_none(hashes[0]) if len(hashes) == 1 else None
-            if child is None:
-                raise ValueError("link without a sha2-256 CID")
-            links.append(child)
+            links.append(_link_cid(value))
         elif num == 1 and isinstance(value, bytes):
             unixfs = value
         else:
