@@ -18,7 +18,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from twinloop.errors import ConfigError, LedgerError, RunNotFoundError, TwinloopError
+from twinloop.errors import (
+    BatchNotFoundError,
+    BlockNotFoundError,
+    ConfigError,
+    LedgerContractMismatchError,
+    LedgerError,
+    LedgerTamperedError,
+    LedgerUnavailableError,
+    RunNotFoundError,
+    TwinloopError,
+)
 from twinloop.harness.batch_verify import verify_batched_run
 from twinloop.harness.commit import BATCH_NOTES, batch_notes, sync_batched
 from twinloop.harness.fleet_record import FleetRecord, read_bundle
@@ -525,6 +535,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The exit code of ``twinloop verify`` when an error ends it, by the error's class (the first that matches,
+#: else 2). A chain or IPFS store that cannot be reached, or a store without the bundle's bytes, leaves
+#: the answer open: 2. No record of the run, or evidence that contradicts the chain, is a failed
+#: verification: 1.
+VERIFY_EXITS: tuple[tuple[type[TwinloopError], int], ...] = (
+    (LedgerUnavailableError, 2),
+    (BlockNotFoundError, 2),
+    (RunNotFoundError, 1),
+    (BatchNotFoundError, 1),
+    (LedgerTamperedError, 1),
+    (LedgerContractMismatchError, 1),
+)
+
+
+def error_exit(command: Callable[..., int], err: TwinloopError) -> int:
+    """The exit code for ``err`` ending ``command``: 2, but 1 where it means ``verify`` found a mismatch."""
+    if command is not cmd_verify:
+        return 2
+    return next((code for kind, code in VERIFY_EXITS if isinstance(err, kind)), 2)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; exit 0 pass, 1 fail (or not verified), 2 error, 130 interrupted."""
     args = build_parser().parse_args(argv)
@@ -533,8 +564,10 @@ def main(argv: list[str] | None = None) -> int:
         with sigterm_interrupts():
             return args.func(args, console)
     except TwinloopError as err:
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
-        return 2
+        code = error_exit(args.func, err)
+        label = "NOT VERIFIED" if code == 1 else "error"
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]{label}:[/] {escape(str(err))}", highlight=False)
+        return code
     except OSError as err:
         where = f" ({err.filename})" if err.filename else ""
         Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(err.strerror or err))}{escape(where)}",
