@@ -76,6 +76,8 @@ from twinloop.ledger import bundle, dsse
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 TEST_RESULT_TYPE = "https://in-toto.io/attestation/test-result/v0.1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
+#: How the check of a bundle without an attestation begins (the gate tells an unsigned run by it).
+NO_ATTESTATION = "no attestation: the bundle carries no signed statement"
 
 Status = Literal["ok", "failed", "skipped"]
 Result = Literal["PASSED", "WARNED", "FAILED"]
@@ -327,8 +329,8 @@ def verify_attestation(source: RunRecord | bytes, expected_signer: str | Key, *,
 
     if record.attestation is None:
         return [AttestationCheck("attestation", "failed" if required else "skipped",
-                                 "no attestation: the bundle carries no signed statement (written "
-                                 "before twinloop signed run evidence, or committed unsigned)")]
+                                 f"{NO_ATTESTATION} (written before twinloop signed run evidence, "
+                                 "or committed unsigned)")]
     envelope = _envelope(record.attestation)
     if envelope is None:
         problems = ["the envelope is not valid DSSE (bad base64 or a repeated key id)"]

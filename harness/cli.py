@@ -44,7 +44,7 @@ from twinloop.harness.runner import sigterm_interrupts
 from twinloop.harness.services import DEFAULT_HOME, ServiceOptions, Services
 from twinloop.ledger.car import export_car, import_car
 from twinloop.ledger.chain import MaintenanceRequest
-from twinloop.ledger.dsse import key_from_pem
+from twinloop.ledger.dsse import key_from_pem_file
 from twinloop.ledger.ipfs import import_file
 from twinloop.twins.fleet import FleetProgress, clear_checkpoints
 from twinloop.twins.fleet_spec import json_schema as fleet_schema, load_fleet
@@ -270,10 +270,12 @@ def cmd_certificate(args: argparse.Namespace, console: Console) -> int:
 def _gate_points(args: argparse.Namespace, console: Console) -> int:
     """``verify --scenario S [--dut-version V]``: the CI gate's answer for every matrix point of S."""
     sources = load_points(args.scenario)  # a bad file stops here
+    keys = [key_from_pem_file(args.public_key)] if args.public_key else []
     worst = 0
     with _services(args) as services:
         for source in sources:
-            g = gate(source, services, args.dut_version, args.require_baseline)
+            g = gate(source, services, args.dut_version, args.require_baseline, public_keys=keys,
+                     require_attestation=args.require_attestation is not False)
             if g.passed:
                 console.print(f"[bold green]VERIFIED[/] {escape(source.id)}: run {g.run_id} "
                               f"(block {g.entry.block_number if g.entry else '?'}, recorder "
@@ -290,13 +292,9 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
         if args.scenario is None:
             raise ConfigError("verify needs a RUN_ID, or --scenario FILE [--dut-version V] to find the runs")
         return _gate_points(args, console)
+    args.require_attestation = bool(args.require_attestation)  # for one run: only when asked
     with _services(args) as services:
-        key = None
-        if args.public_key:
-            try:
-                key = key_from_pem(args.public_key.read_bytes())
-            except ValueError as err:
-                raise ConfigError(f"--public-key {args.public_key}: not a PEM public key: {err}") from err
+        key = key_from_pem_file(args.public_key) if args.public_key else None
         if args.batch:
             root, cid = (None, args.batch) if args.batch.startswith("Qm") else (args.batch, None)
             v = verify_batched_run(args.run_id, services, root=root, manifest_cid=cid, scenario_file=args.scenario,
@@ -525,9 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--batch", metavar="ROOT|MANIFEST_CID",
                      help="the run was recorded in a batch: its Merkle root (0x...) or manifest CID (Qm...)")
     ver.add_argument("--public-key", type=Path, metavar="PEM",
-                     help="the bench's public key that signed the attestation (default: the recorder's address)")
-    ver.add_argument("--require-attestation", action="store_true",
-                     help="fail a run whose bundle carries no signed attestation (older bundles have none)")
+                     help="the bench's public key that signed the attestation (default: the recorder's address; "
+                          "without RUN_ID: trusted besides the recorders' addresses)")
+    ver.add_argument("--require-attestation", action=argparse.BooleanOptionalAction, default=None,
+                     help="fail a run whose bundle carries no signed attestation (older bundles have none); "
+                          "the default for one RUN_ID is not to, and without RUN_ID, as the CI gate, to")
     ver.add_argument("--no-resimulate", action="store_true",
                      help="for a fleet: do not simulate it again (in this process, on NumPy) to compare outcomes")
     _service_args(ver)
