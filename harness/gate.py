@@ -26,7 +26,9 @@ When it does not pass, ``GateResult.reason`` says what is missing, one of
 
 ``details`` lists every candidate's failed checks. Every kind but ``tampered``
 means the evidence is missing, and the pytest plugin may skip on it
-(``--ledger-missing=skip``); tampering always fails.
+(``--ledger-missing=skip``); tampering always fails. Candidates are examined
+newest first until one passes, and a tampered one among them fails the gate
+even when an older run would verify: forged evidence is never outvoted.
 """
 
 from __future__ import annotations
@@ -252,6 +254,10 @@ def _gate(source: ScenarioSource, services: Services, dut_id: str, version: str,
     details: list[str] = []
     for c in candidates:
         judge(c)
+        if c.kind == "tampered":
+            return result(False, "tampered", f"a run recorded for {what} contradicts the chain, and tampering with "
+                          f"any run fails the gate: {c.problems[0] if c.problems else c.entry.run_id}",
+                          details + c.problems)
         if c.kind == "pass":
             label = "baseline run" if require_baseline else "run"
             return result(True, "pass", f"{label} {c.entry.run_id} recorded by {c.entry.recorder} in block "

@@ -240,6 +240,24 @@ def test_a_sample_edited_and_the_bundle_re_added_fails_always(ledger: Services, 
     assert any(d.startswith("bundle integrity:") and record.run_id in d for d in result.details), result.details
 
 
+def test_a_tampered_run_fails_the_gate_even_with_an_older_run_that_verifies(ledger: Services,
+                                                                            tmp_path: Path) -> None:
+    source = source_of(write_scenario(tmp_path))
+    older = record_run(ledger, source)
+    newer = record_run(ledger, source)
+    assert gate(source, ledger, None, False).run_id == newer.run_id
+
+    def cooler(raw: dict) -> None:
+        raw["samples"]["columns"]["module.temperature"][30] -= 5.0
+
+    replace_bundle(ledger, ledger.ledger.get(newer.run_id).bundle_cid, cooler)
+    result = gate(source, ledger, None, False)
+    assert not result.passed and result.kind == "tampered" and not result.missing
+    assert result.run_id is None and older.run_id not in result.reason
+    assert "contradicts the chain, and tampering with any run fails the gate" in result.reason
+    assert f"bundle integrity: run {newer.run_id}" in result.reason
+
+
 def test_a_verdict_changed_in_the_bundle_fails(ledger: Services, tmp_path: Path) -> None:
     failing = source_of(write_scenario(tmp_path, max_c=20))
     record = record_run(ledger, failing)
