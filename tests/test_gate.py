@@ -258,7 +258,28 @@ def test_a_tampered_run_fails_the_gate_even_with_an_older_run_that_verifies(ledg
     assert f"bundle integrity: run {newer.run_id}" in result.reason
 
 
-def test_a_verdict_changed_in_the_bundle_fails(ledger: Services, tmp_path: Path) -> None:
+def test_a_verdict_changed_in_a_passing_runs_bundle_fails(ledger: Services, tmp_path: Path) -> None:
+    """The recorded peak made to look cooler, the bundle re-added and put where the recorded CID's block was."""
+    source = source_of(write_scenario(tmp_path))
+    record = record_run(ledger, source)
+    assert record.outcome == "pass"
+    cid = ledger.ledger.get(record.run_id).bundle_cid
+
+    def cooler_verdict(raw: dict) -> None:
+        [verdict] = raw["verdicts"]
+        verdict["value"] = round(verdict["value"] - 20.0, 2)
+
+    before = ledger.ipfs.store.path(cid).read_bytes()
+    replace_bundle(ledger, cid, cooler_verdict)
+    assert ledger.ipfs.store.path(cid).read_bytes() != before
+    result = gate(source, ledger, None, False)
+    assert not result.passed and result.kind == "tampered" and not result.missing
+    [integrity] = [d for d in result.details if d.startswith("bundle integrity:")]
+    assert f"run {record.run_id}: IPFS block {cid} of file {cid} is corrupted" in integrity
+
+
+def test_a_failing_run_with_its_verdict_changed_in_the_bundle_still_fails(ledger: Services,
+                                                                          tmp_path: Path) -> None:
     failing = source_of(write_scenario(tmp_path, max_c=20))
     record = record_run(ledger, failing)
     cid = ledger.ledger.get(record.run_id).bundle_cid
@@ -272,6 +293,19 @@ def test_a_verdict_changed_in_the_bundle_fails(ledger: Services, tmp_path: Path)
     result = gate(failing, ledger, None, False)
     assert not result.passed and result.kind == "failed-runs"  # the chain's verdict is what counts
     assert f"run {record.run_id} (fail" in result.reason
+
+
+def test_one_flipped_bit_in_a_stored_block_fails(ledger: Services, tmp_path: Path) -> None:
+    source = source_of(write_scenario(tmp_path))
+    record = record_run(ledger, source)
+    cid = ledger.ledger.get(record.run_id).bundle_cid
+    block = ledger.ipfs.store.path(cid)
+    data = bytearray(block.read_bytes())
+    data[len(data) // 3] ^= 0x04  # one bit
+    block.write_bytes(bytes(data))
+    result = gate(source, ledger, None, False)
+    assert not result.passed and result.kind == "tampered" and not result.missing
+    assert f"bundle integrity: run {record.run_id}: IPFS block {cid} of file {cid} is corrupted" in result.reason
 
 
 def test_a_bundle_not_in_the_local_store_is_named(ledger: Services, tmp_path: Path) -> None:
