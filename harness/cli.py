@@ -319,31 +319,45 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     return 0 if v.ok else 1
 
 
-def _forward(request: MaintenanceRequest, args: argparse.Namespace) -> None:
-    """Send one maintenance request where --webhook / --command say (as JSON)."""
+#: Seconds a ``ledger watch --command`` may take for one request before it counts as failed.
+FORWARD_COMMAND_TIMEOUT_S = 60.0
+
+
+def _forward(request: MaintenanceRequest, args: argparse.Namespace) -> list[str]:
+    """Send one maintenance request where --webhook / --command say (as JSON); each delivery that failed, said."""
     body = json.dumps(asdict(request))
+    failed = []
     if args.webhook:
         try:
             requests.post(args.webhook, data=body, headers={"Content-Type": "application/json"},
                           timeout=10).raise_for_status()
         except requests.RequestException as err:
-            raise LedgerError(f"--webhook {args.webhook}: {err}") from err
+            failed.append(f"--webhook {args.webhook}: {err}")
     if args.command:
-        done = subprocess.run(args.command, shell=True, input=body, text=True, check=False)
-        if done.returncode != 0:
-            raise LedgerError(f"--command {args.command!r} exited {done.returncode} for the request of run "
-                              f"{request.run_id}")
+        try:
+            done = subprocess.run(args.command, shell=True, input=body, text=True, check=False,
+                                  timeout=FORWARD_COMMAND_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            failed.append(f"--command {args.command!r} did not finish within {FORWARD_COMMAND_TIMEOUT_S:g} s")
+        except OSError as err:
+            failed.append(f"--command {args.command!r} could not start: {err.strerror or err}")
+        else:
+            if done.returncode != 0:
+                failed.append(f"--command {args.command!r} exited {done.returncode}")
+    return failed
 
 
 def cmd_ledger_watch(args: argparse.Namespace, console: Console) -> int:
+    errors = Console(stderr=True, soft_wrap=True)
+    undelivered = 0
     with _services(args) as services:
         ledger = services.ledger
         if args.once:
             found: Iterable[MaintenanceRequest] = ledger.maintenance_requests(args.from_block or 0)
         else:
             found = ledger.watch_maintenance(args.from_block, args.poll)
-            Console(stderr=True).print(f"watching RunLedger {ledger.address} on {ledger.rpc_url} for maintenance "
-                                       "requests; Ctrl-C stops", highlight=False, soft_wrap=True)
+            errors.print(f"watching RunLedger {ledger.address} on {ledger.rpc_url} for maintenance "
+                         "requests; Ctrl-C stops", highlight=False)
         for r in found:
             if args.json:
                 print(json.dumps(asdict(r)), flush=True)
@@ -351,8 +365,11 @@ def cmd_ledger_watch(args: argparse.Namespace, console: Console) -> int:
                 console.print(f"block {r.block_number}  run {r.run_id}  device {r.device}: RUL {r.rul_seconds:,} s "
                               f"below {r.limit_seconds:,} s: {r.reason}  (requested by {r.requester})",
                               highlight=False, markup=False, soft_wrap=True)
-            _forward(r, args)
-    return 0
+            for problem in _forward(r, args):  # one failed delivery never ends the watch
+                undelivered += 1
+                errors.print(f"[bold red]error:[/] the maintenance request of run {escape(r.run_id)} (block "
+                             f"{r.block_number}) was not delivered: {escape(problem)}", highlight=False)
+    return 2 if undelivered else 0
 
 
 def cmd_ledger_sync(args: argparse.Namespace, console: Console) -> int:
@@ -451,10 +468,13 @@ def build_parser() -> argparse.ArgumentParser:
     watch = led_sub.add_parser("watch", help="follow MaintenanceRequested events; print or forward each")
     watch.add_argument("--from-block", type=int, help="start at this block (default: new requests only; "
                                                       "0 replays every past one)")
-    watch.add_argument("--once", action="store_true", help="print the requests so far (from --from-block) and exit")
+    watch.add_argument("--once", action="store_true", help="print the requests so far (from --from-block) and exit "
+                       "(2 if any could not be delivered)")
     watch.add_argument("--poll", type=float, default=1.0, help="seconds between polls (default: %(default)s)")
-    watch.add_argument("--webhook", metavar="URL", help="POST each request as JSON to this URL")
-    watch.add_argument("--command", metavar="CMD", help="run CMD (a shell command) with each request as JSON on stdin")
+    watch.add_argument("--webhook", metavar="URL", help="POST each request as JSON to this URL (a failed delivery "
+                       "is printed on stderr and the watch goes on)")
+    watch.add_argument("--command", metavar="CMD", help="run CMD (a shell command) with each request as JSON on "
+                       "stdin; a non-zero exit is printed on stderr and the watch goes on")
     watch.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
     _service_args(watch)
     watch.set_defaults(func=cmd_ledger_watch)
