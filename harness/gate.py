@@ -52,7 +52,7 @@ from twinloop.harness.record import RunRecord
 from twinloop.harness.scenario import ScenarioSource
 from twinloop.harness.services import Services
 from twinloop.harness.verify import Verification, verify
-from twinloop.ledger.chain import LedgerEntry
+from twinloop.ledger.chain import LedgerEntry, RunLedgerClient
 
 Kind = Literal["pass", "no-run", "failed-runs", "scenario-changed", "unauthorised", "unsigned", "no-baseline",
                "bundle-missing", "tampered", "ledger-unavailable"]
