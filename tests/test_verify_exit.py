@@ -69,12 +69,16 @@ def test_a_run_never_recorded_exits_1(services: Services, capsys: pytest.Capture
 def test_a_flipped_bit_in_the_bundle_exits_1_in_a_real_process(services: Services) -> None:
     run_id, cid = committed(services)
     block = services.ipfs.store.path(cid)
-    data = bytearray(block.read_bytes())
+    original = block.read_bytes()
+    data = bytearray(original)
     data[len(data) // 2] ^= 0x01
     block.write_bytes(bytes(data))
-    out = subprocess.run([sys.executable, "-m", "twinloop.harness.cli", *verify_args(services, run_id)],
-                         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-                         env={**os.environ, "COLUMNS": "400"})  # no wrapping inside the table's cells
+    try:
+        out = subprocess.run([sys.executable, "-m", "twinloop.harness.cli", *verify_args(services, run_id)],
+                             capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                             env={**os.environ, "COLUMNS": "400"})  # no wrapping inside the table's cells
+    finally:  # put back: the session's ledger is shared with the gate's tests
+        block.write_bytes(original)
     assert out.returncode == 1, out.stderr[-2000:]
     [row] = [line for line in out.stdout.splitlines() if "bundle integrity" in line]
     assert "failed" in row and f"IPFS block {cid}" in row and "is corrupted" in row, out.stdout
@@ -91,10 +95,16 @@ def test_a_chain_event_that_does_not_match_its_slot_exits_1(services: Services,
     w3 = Web3(Web3.HTTPProvider(ledger.rpc_url))
     value = int.from_bytes(w3.eth.get_storage_at(ledger.address, slot), "big")
     assert value == ledger._contract.functions.runs(uuid.UUID(run_id).bytes).call()  # the slot found
-    forged = (value & ~0xFF) | 2  # the verdict byte now says fail
-    w3.provider.make_request("anvil_setStorageAt", [ledger.address, slot.to_0x_hex(),  # type: ignore[arg-type]
-                                                    "0x" + forged.to_bytes(32, "big").hex()])
-    assert main(verify_args(services, run_id)) == 1
+    def store(word: int) -> None:
+        w3.provider.make_request("anvil_setStorageAt", [ledger.address, slot.to_0x_hex(),  # type: ignore[arg-type]
+                                                        "0x" + word.to_bytes(32, "big").hex()])
+
+    store((value & ~0xFF) | 2)  # the verdict byte now says fail
+    try:
+        code = main(verify_args(services, run_id))
+    finally:
+        store(value)
+    assert code == 1
     err = " ".join(capsys.readouterr().err.split())
     assert "NOT VERIFIED" in err and "does not match the details written in the run's slot" in err
 
