@@ -4,24 +4,22 @@ Policy tools outside twinloop (in-toto, Conforma/OPA, anything that reads DSSE)
 can check a run from this alone; twinloop's own verify checks it against the
 record it travels in.
 
-How commit and verify call it (not wired in yet)
-------------------------------------------------
-- ``harness/commit.py``, first thing in ``commit``, before ``record.to_bytes()``::
-
-      record = attest(record, EthereumSigner(services.ledger.account))
-
-  (or a ``CryptoSigner`` from ``ledger.dsse.signer_from_pem`` for a bench
-  configured with a standard key). The envelope goes into the bundle, so the
-  bundle, envelope included, is what IPFS stores and the chain's CID names.
-- ``harness/verify.py``, in ``verify`` right after ``RunRecord.from_bytes(data)``::
-
-      for c in verify_attestation(data, entry.recorder):   # or the bench's configured public Key
-          v.checks.append(Check(c.name, c.status, c.detail))
-
-  Passing the bundle bytes (not the parsed record) takes the record digest over
-  the bytes as stored, independent of the code's current model. A bundle with no
-  attestation gives one ``skipped`` check ("no attestation"); pass
-  ``required=True`` where policy demands one.
+How commit and verify use it
+----------------------------
+- ``harness/commit.py`` signs first thing in ``commit``, before
+  ``record.to_bytes()``: ``attest(record, services.signer or
+  EthereumSigner(services.recorder))``, the bench's recorder key or the
+  standard key named by ``$TWINLOOP_SIGNING_KEY``. The envelope goes into the
+  bundle, so the bundle, envelope included, is what IPFS stores and the
+  chain's CID names.
+- ``harness/verify.py`` (``check_bundle``) calls ``verify_attestation`` with the
+  bundle bytes and the expected signer: the ``--public-key`` given, else the
+  trusted key the envelope names (the CI gate's ``--public-key`` /
+  ``twinloop_public_keys``), else the recorder's address from the chain.
+  Passing the bytes (not the parsed record) takes the record digest over the
+  bytes as stored, independent of the code's current model. A bundle with no
+  attestation gives one ``skipped`` check ("no attestation"), or a failed one
+  with ``required=True`` (``--require-attestation``; the CI gate's default).
 
 Where the envelope lives, and why
 ---------------------------------
@@ -76,6 +74,8 @@ from twinloop.ledger import bundle, dsse
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 TEST_RESULT_TYPE = "https://in-toto.io/attestation/test-result/v0.1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
+#: How the check of a bundle without an attestation begins (the gate tells an unsigned run by it).
+NO_ATTESTATION = "no attestation: the bundle carries no signed statement"
 
 Status = Literal["ok", "failed", "skipped"]
 Result = Literal["PASSED", "WARNED", "FAILED"]
@@ -327,8 +327,8 @@ def verify_attestation(source: RunRecord | bytes, expected_signer: str | Key, *,
 
     if record.attestation is None:
         return [AttestationCheck("attestation", "failed" if required else "skipped",
-                                 "no attestation: the bundle carries no signed statement (written "
-                                 "before twinloop signed run evidence, or committed unsigned)")]
+                                 f"{NO_ATTESTATION} (written before twinloop signed run evidence, "
+                                 "or committed unsigned)")]
     envelope = _envelope(record.attestation)
     if envelope is None:
         problems = ["the envelope is not valid DSSE (bad base64 or a repeated key id)"]

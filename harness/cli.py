@@ -18,7 +18,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from twinloop.errors import ConfigError, LedgerError, RunNotFoundError, TwinloopError
+from twinloop.errors import (
+    BatchNotFoundError,
+    BlockNotFoundError,
+    ConfigError,
+    LedgerContractMismatchError,
+    LedgerError,
+    LedgerTamperedError,
+    LedgerUnavailableError,
+    RunNotFoundError,
+    TwinloopError,
+)
 from twinloop.harness.batch_verify import verify_batched_run
 from twinloop.harness.commit import BATCH_NOTES, batch_notes, sync_batched
 from twinloop.harness.fleet_record import FleetRecord, read_bundle
@@ -34,7 +44,7 @@ from twinloop.harness.runner import sigterm_interrupts
 from twinloop.harness.services import DEFAULT_HOME, ServiceOptions, Services
 from twinloop.ledger.car import export_car, import_car
 from twinloop.ledger.chain import MaintenanceRequest
-from twinloop.ledger.dsse import key_from_pem
+from twinloop.ledger.dsse import key_from_pem_file
 from twinloop.ledger.ipfs import import_file
 from twinloop.twins.fleet import FleetProgress, clear_checkpoints
 from twinloop.twins.fleet_spec import json_schema as fleet_schema, load_fleet
@@ -260,10 +270,12 @@ def cmd_certificate(args: argparse.Namespace, console: Console) -> int:
 def _gate_points(args: argparse.Namespace, console: Console) -> int:
     """``verify --scenario S [--dut-version V]``: the CI gate's answer for every matrix point of S."""
     sources = load_points(args.scenario)  # a bad file stops here
+    keys = [key_from_pem_file(args.public_key)] if args.public_key else []
     worst = 0
     with _services(args) as services:
         for source in sources:
-            g = gate(source, services, args.dut_version, args.require_baseline)
+            g = gate(source, services, args.dut_version, args.require_baseline, public_keys=keys,
+                     require_attestation=args.require_attestation is not False)
             if g.passed:
                 console.print(f"[bold green]VERIFIED[/] {escape(source.id)}: run {g.run_id} "
                               f"(block {g.entry.block_number if g.entry else '?'}, recorder "
@@ -280,13 +292,9 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
         if args.scenario is None:
             raise ConfigError("verify needs a RUN_ID, or --scenario FILE [--dut-version V] to find the runs")
         return _gate_points(args, console)
+    args.require_attestation = bool(args.require_attestation)  # for one run: only when asked
     with _services(args) as services:
-        key = None
-        if args.public_key:
-            try:
-                key = key_from_pem(args.public_key.read_bytes())
-            except ValueError as err:
-                raise ConfigError(f"--public-key {args.public_key}: not a PEM public key: {err}") from err
+        key = key_from_pem_file(args.public_key) if args.public_key else None
         if args.batch:
             root, cid = (None, args.batch) if args.batch.startswith("Qm") else (args.batch, None)
             v = verify_batched_run(args.run_id, services, root=root, manifest_cid=cid, scenario_file=args.scenario,
@@ -311,31 +319,45 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     return 0 if v.ok else 1
 
 
-def _forward(request: MaintenanceRequest, args: argparse.Namespace) -> None:
-    """Send one maintenance request where --webhook / --command say (as JSON)."""
+#: Seconds a ``ledger watch --command`` may take for one request before it counts as failed.
+FORWARD_COMMAND_TIMEOUT_S = 60.0
+
+
+def _forward(request: MaintenanceRequest, args: argparse.Namespace) -> list[str]:
+    """Send one maintenance request where --webhook / --command say (as JSON); each delivery that failed, said."""
     body = json.dumps(asdict(request))
+    failed = []
     if args.webhook:
         try:
             requests.post(args.webhook, data=body, headers={"Content-Type": "application/json"},
                           timeout=10).raise_for_status()
         except requests.RequestException as err:
-            raise LedgerError(f"--webhook {args.webhook}: {err}") from err
+            failed.append(f"--webhook {args.webhook}: {err}")
     if args.command:
-        done = subprocess.run(args.command, shell=True, input=body, text=True, check=False)
-        if done.returncode != 0:
-            raise LedgerError(f"--command {args.command!r} exited {done.returncode} for the request of run "
-                              f"{request.run_id}")
+        try:
+            done = subprocess.run(args.command, shell=True, input=body, text=True, check=False,
+                                  timeout=FORWARD_COMMAND_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            failed.append(f"--command {args.command!r} did not finish within {FORWARD_COMMAND_TIMEOUT_S:g} s")
+        except OSError as err:
+            failed.append(f"--command {args.command!r} could not start: {err.strerror or err}")
+        else:
+            if done.returncode != 0:
+                failed.append(f"--command {args.command!r} exited {done.returncode}")
+    return failed
 
 
 def cmd_ledger_watch(args: argparse.Namespace, console: Console) -> int:
+    errors = Console(stderr=True, soft_wrap=True)
+    undelivered = 0
     with _services(args) as services:
         ledger = services.ledger
         if args.once:
             found: Iterable[MaintenanceRequest] = ledger.maintenance_requests(args.from_block or 0)
         else:
             found = ledger.watch_maintenance(args.from_block, args.poll)
-            Console(stderr=True).print(f"watching RunLedger {ledger.address} on {ledger.rpc_url} for maintenance "
-                                       "requests; Ctrl-C stops", highlight=False, soft_wrap=True)
+            errors.print(f"watching RunLedger {ledger.address} on {ledger.rpc_url} for maintenance "
+                         "requests; Ctrl-C stops", highlight=False)
         for r in found:
             if args.json:
                 print(json.dumps(asdict(r)), flush=True)
@@ -343,8 +365,11 @@ def cmd_ledger_watch(args: argparse.Namespace, console: Console) -> int:
                 console.print(f"block {r.block_number}  run {r.run_id}  device {r.device}: RUL {r.rul_seconds:,} s "
                               f"below {r.limit_seconds:,} s: {r.reason}  (requested by {r.requester})",
                               highlight=False, markup=False, soft_wrap=True)
-            _forward(r, args)
-    return 0
+            for problem in _forward(r, args):  # one failed delivery never ends the watch
+                undelivered += 1
+                errors.print(f"[bold red]error:[/] the maintenance request of run {escape(r.run_id)} (block "
+                             f"{r.block_number}) was not delivered: {escape(problem)}", highlight=False)
+    return 2 if undelivered else 0
 
 
 def cmd_ledger_sync(args: argparse.Namespace, console: Console) -> int:
@@ -443,10 +468,13 @@ def build_parser() -> argparse.ArgumentParser:
     watch = led_sub.add_parser("watch", help="follow MaintenanceRequested events; print or forward each")
     watch.add_argument("--from-block", type=int, help="start at this block (default: new requests only; "
                                                       "0 replays every past one)")
-    watch.add_argument("--once", action="store_true", help="print the requests so far (from --from-block) and exit")
+    watch.add_argument("--once", action="store_true", help="print the requests so far (from --from-block) and exit "
+                       "(2 if any could not be delivered)")
     watch.add_argument("--poll", type=float, default=1.0, help="seconds between polls (default: %(default)s)")
-    watch.add_argument("--webhook", metavar="URL", help="POST each request as JSON to this URL")
-    watch.add_argument("--command", metavar="CMD", help="run CMD (a shell command) with each request as JSON on stdin")
+    watch.add_argument("--webhook", metavar="URL", help="POST each request as JSON to this URL (a failed delivery "
+                       "is printed on stderr and the watch goes on)")
+    watch.add_argument("--command", metavar="CMD", help="run CMD (a shell command) with each request as JSON on "
+                       "stdin; a non-zero exit is printed on stderr and the watch goes on")
     watch.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
     _service_args(watch)
     watch.set_defaults(func=cmd_ledger_watch)
@@ -515,14 +543,37 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--batch", metavar="ROOT|MANIFEST_CID",
                      help="the run was recorded in a batch: its Merkle root (0x...) or manifest CID (Qm...)")
     ver.add_argument("--public-key", type=Path, metavar="PEM",
-                     help="the bench's public key that signed the attestation (default: the recorder's address)")
-    ver.add_argument("--require-attestation", action="store_true",
-                     help="fail a run whose bundle carries no signed attestation (older bundles have none)")
+                     help="the bench's public key that signed the attestation (default: the recorder's address; "
+                          "without RUN_ID: trusted besides the recorders' addresses)")
+    ver.add_argument("--require-attestation", action=argparse.BooleanOptionalAction, default=None,
+                     help="fail a run whose bundle carries no signed attestation (older bundles have none); "
+                          "the default for one RUN_ID is not to, and without RUN_ID, as the CI gate, to")
     ver.add_argument("--no-resimulate", action="store_true",
                      help="for a fleet: do not simulate it again (in this process, on NumPy) to compare outcomes")
     _service_args(ver)
     ver.set_defaults(func=cmd_verify)
     return parser
+
+
+#: The exit code of ``twinloop verify`` when an error ends it, by the error's class (the first that matches,
+#: else 2). A chain or IPFS store that cannot be reached, or a store without the bundle's bytes, leaves
+#: the answer open: 2. No record of the run, or evidence that contradicts the chain, is a failed
+#: verification: 1.
+VERIFY_EXITS: tuple[tuple[type[TwinloopError], int], ...] = (
+    (LedgerUnavailableError, 2),
+    (BlockNotFoundError, 2),
+    (RunNotFoundError, 1),
+    (BatchNotFoundError, 1),
+    (LedgerTamperedError, 1),
+    (LedgerContractMismatchError, 1),
+)
+
+
+def error_exit(command: Callable[..., int], err: TwinloopError) -> int:
+    """The exit code for ``err`` ending ``command``: 2, but 1 where it means ``verify`` found a mismatch."""
+    if command is not cmd_verify:
+        return 2
+    return next((code for kind, code in VERIFY_EXITS if isinstance(err, kind)), 2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -533,8 +584,10 @@ def main(argv: list[str] | None = None) -> int:
         with sigterm_interrupts():
             return args.func(args, console)
     except TwinloopError as err:
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
-        return 2
+        code = error_exit(args.func, err)
+        label = "NOT VERIFIED" if code == 1 else "error"
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]{label}:[/] {escape(str(err))}", highlight=False)
+        return code
     except OSError as err:
         where = f" ({err.filename})" if err.filename else ""
         Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(err.strerror or err))}{escape(where)}",

@@ -6,6 +6,9 @@ the same matrix point) and the same DUT id and version, newest first, and
 verifies each with ``verify`` against the scenario file on disk. It passes on
 the first run that the chain records as passing and that verifies; with
 ``require_baseline`` only the run a reviewer accepted as the baseline counts.
+A run's attestation must be signed by its recorder's address or by one of
+``public_keys`` (benches that sign with a standard key); a run without one
+fails (kind ``unsigned``) unless ``require_attestation`` is False.
 
 When it does not pass, ``GateResult.reason`` says what is missing, one of
 ``GateResult.kind``:
@@ -15,6 +18,7 @@ When it does not pass, ``GateResult.reason`` says what is missing, one of
 ``scenario-changed``    runs exist for this scenario's name and point, but the
                         file (or an included fragment) changed since
 ``unauthorised``        the recorder did not hold the recorder role at the run's block
+``unsigned``            the run's bundle carries no signed attestation, and one is required
 ``no-baseline``         ``require_baseline`` and no reviewer accepted a run
 ``bundle-missing``      the run's bundle bytes are not in the IPFS store (local, or the --ipfs node)
 ``tampered``            a bundle, record or attestation does not match the chain
@@ -22,15 +26,19 @@ When it does not pass, ``GateResult.reason`` says what is missing, one of
 
 ``details`` lists every candidate's failed checks. Every kind but ``tampered``
 means the evidence is missing, and the pytest plugin may skip on it
-(``--ledger-missing=skip``); tampering always fails.
+(``--ledger-missing=skip``); tampering always fails. Candidates are examined
+newest first until one passes, and a tampered one among them fails the gate
+even when an older run would verify: forged evidence is never outvoted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from securesystemslib.signer import Key
 
 from twinloop.errors import (
     LedgerError,
@@ -38,14 +46,15 @@ from twinloop.errors import (
     LedgerUnavailableError,
     RunNotFoundError,
 )
+from twinloop.harness.attestation import NO_ATTESTATION
 from twinloop.harness.fleet_record import read_bundle
 from twinloop.harness.record import RunRecord
 from twinloop.harness.scenario import ScenarioSource
 from twinloop.harness.services import Services
 from twinloop.harness.verify import Verification, verify
-from twinloop.ledger.chain import LedgerEntry
+from twinloop.ledger.chain import LedgerEntry, RunLedgerClient
 
-Kind = Literal["pass", "no-run", "failed-runs", "scenario-changed", "unauthorised", "no-baseline",
+Kind = Literal["pass", "no-run", "failed-runs", "scenario-changed", "unauthorised", "unsigned", "no-baseline",
                "bundle-missing", "tampered", "ledger-unavailable"]
 #: Failed checks that mean "not (yet) acceptable evidence" rather than "forged evidence".
 MISSING_CHECKS = frozenset({"recorder role", "scenario file"})
@@ -111,7 +120,13 @@ def _check(v: Verification, name: str) -> str | None:
     return next((c.detail for c in v.checks if c.name == name and c.status == "failed"), None)
 
 
-def _judge(c: _Candidate, services: Services, scenario_file: Path) -> None:
+def _unsigned(v: Verification) -> bool:
+    detail = _check(v, "attestation")
+    return detail is not None and NO_ATTESTATION in detail
+
+
+def _judge(c: _Candidate, services: Services, scenario_file: Path, public_keys: Sequence[Key],
+           require_attestation: bool) -> None:
     """Verify one candidate; fills its problems and the kind of failure (or ``pass``)."""
     e, ipfs = c.entry, services.ipfs
     if not ipfs.has(e.bundle_cid):
@@ -121,7 +136,8 @@ def _judge(c: _Candidate, services: Services, scenario_file: Path) -> None:
             "bundle bytes: copy the bench's blocks into this store, or point --ipfs at a Kubo node that has them")
         return
     try:
-        v = verify(e.run_id, services, scenario_file)
+        v = verify(e.run_id, services, scenario_file, trusted_keys=public_keys,
+                   require_attestation=require_attestation)
     except RunNotFoundError as err:  # a block of a multi-block bundle is missing
         c.kind = "bundle-missing"
         c.problems.append(f"run {e.run_id}: part of its bundle is not in {ipfs.location}: {err}")
@@ -141,12 +157,19 @@ def _judge(c: _Candidate, services: Services, scenario_file: Path) -> None:
     if (detail := _check(v, "scenario file")) is not None:
         c.problems.append(f"run {e.run_id}: scenario file changed since the run "
                           f"({detail.removeprefix(f'run {e.run_id}: ')})")
-    c.problems += [f"{x.name}: {x.detail}" for x in failed if x.name not in MISSING_CHECKS]
+    unsigned = _unsigned(v)
+    if unsigned:
+        c.problems.append(f"run {e.run_id}: its bundle carries no signed attestation, and the gate requires "
+                          "one (record the run again on a bench that signs its runs)")
+    missing = MISSING_CHECKS | ({"attestation"} if unsigned else set())
+    c.problems += [f"{x.name}: {x.detail}" for x in failed if x.name not in missing]
     names = {x.name for x in failed}
-    if not names <= MISSING_CHECKS or not names:
+    if not names <= missing or not names:
         c.kind = "tampered"
     elif "recorder role" in names:
         c.kind = "unauthorised"
+    elif unsigned:
+        c.kind = "unsigned"
     else:
         c.kind = "scenario-changed"
 
@@ -169,12 +192,15 @@ def _changed_runs(ledger: RunLedgerClient, services: Services, source: ScenarioS
 
 
 def gate(source: ScenarioSource, services: Services, dut_version: str | None = None,
-         require_baseline: bool = False) -> GateResult:
+         require_baseline: bool = False, *, public_keys: Sequence[Key] = (),
+         require_attestation: bool = True) -> GateResult:
     """Whether the ledger holds a verified, passing run of ``source`` for the DUT version.
 
-    ``dut_version`` defaults to the scenario's ``dut.version``. Never raises
-    for what the ledger holds or lacks; a chain that cannot be reached gives
-    kind ``ledger-unavailable``. A ConfigError (bad options) is raised.
+    ``dut_version`` defaults to the scenario's ``dut.version``. ``public_keys``
+    are the benches' standard keys trusted to sign attestations besides the
+    recorders' addresses. Never raises for what the ledger holds or lacks; a
+    chain that cannot be reached gives kind ``ledger-unavailable``. A
+    ConfigError (bad options) is raised.
     """
     dut_id = source.scenario.dut.id
     version = dut_version or source.scenario.dut.version
@@ -186,23 +212,25 @@ def gate(source: ScenarioSource, services: Services, dut_version: str | None = N
                           chosen.entry.run_id if chosen else None, chosen.entry if chosen else None,
                           tuple(details or ()), chosen.verification if chosen else None)
 
+    def judge(c: _Candidate) -> None:
+        _judge(c, services, Path(source.path), public_keys, require_attestation)
+
     try:
-        return _gate(source, services, dut_id, version, require_baseline, what, result)
+        return _gate(source, services, dut_id, version, require_baseline, what, result, judge)
     except LedgerUnavailableError as err:
         return result(False, "ledger-unavailable", f"ledger unreachable: {err}")
 
 
 def _gate(source: ScenarioSource, services: Services, dut_id: str, version: str, require_baseline: bool,
-          what: str, result: Callable[..., GateResult]) -> GateResult:
+          what: str, result: Callable[..., GateResult], judge: Callable[[_Candidate], None]) -> GateResult:
     ledger = services.ledger
-    scenario_file = Path(source.path)
     runs = list(reversed(ledger.find_runs(source.sha256, dut_id, version)))  # newest first
     if not runs:
         changed = [_Candidate(e) for e in _changed_runs(ledger, services, source, dut_id, version)]
         if not changed:
             return result(False, "no-run", f"no run recorded for {what}")
         for c in changed[:3]:
-            _judge(c, services, scenario_file)
+            judge(c)
         tampered = any(c.kind == "tampered" for c in changed[:3])
         details = [p for c in changed[:3] for p in c.problems]
         first = changed[0]
@@ -225,14 +253,18 @@ def _gate(source: ScenarioSource, services: Services, dut_id: str, version: str,
         candidates = [_Candidate(e) for e in passing[:MAX_CANDIDATES]]
     details: list[str] = []
     for c in candidates:
-        _judge(c, services, scenario_file)
+        judge(c)
+        if c.kind == "tampered":
+            return result(False, "tampered", f"a run recorded for {what} contradicts the chain, and tampering with "
+                          f"any run fails the gate: {c.problems[0] if c.problems else c.entry.run_id}",
+                          details + c.problems)
         if c.kind == "pass":
             label = "baseline run" if require_baseline else "run"
             return result(True, "pass", f"{label} {c.entry.run_id} recorded by {c.entry.recorder} in block "
                           f"{c.entry.block_number} verifies and passes for {what}", details, c)
         details += c.problems
     kinds = [c.kind for c in candidates]
-    kind: Kind = next((k for k in ("tampered", "unauthorised", "scenario-changed", "bundle-missing")
+    kind: Kind = next((k for k in ("tampered", "unauthorised", "unsigned", "scenario-changed", "bundle-missing")
                        if k in kinds), "tampered")
     first = next((c for c in candidates if c.kind == kind), candidates[0])
     label = "the accepted baseline" if require_baseline else "no passing run verifies"

@@ -6,13 +6,17 @@ A ``hardware: true`` scenario without ``--rig`` is gated instead (``harness.gate
 it passes only on a verified, passing run recorded by an authorised bench for the
 same scenario hash and DUT version (``--require-baseline``: the reviewer-accepted
 one), read from ``--ledger`` or ``--chain URL --contract ADDR``; otherwise it fails
-with the reason, or skips with it under ``--ledger-missing=skip``.
+with the reason, or skips with it under ``--ledger-missing=skip``. The run's
+attestation must be signed by its recorder's address or by a key given with
+``--public-key PEM`` (or the ``twinloop_public_keys`` ini setting); an unsigned
+run fails unless ``--no-require-attestation`` (or ``twinloop_require_attestation = false``).
 Importing this module costs nothing: Ray, web3 and the harness load only when
 a scenario item or a twinloop fixture is used.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -45,6 +49,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "verified passing run is found, or 'skip' with the reason (tampering always fails)")
     group.addoption("--require-baseline", dest="twinloop_require_baseline", action="store_true",
                     help="the gate accepts only the run a reviewer accepted as the baseline")
+    group.addoption("--public-key", dest="twinloop_public_keys", action="append", type=Path, default=[],
+                    metavar="PEM", help="a bench's public key (PEM) trusted to sign run attestations, besides "
+                                        "the recorders' addresses (repeatable; added to twinloop_public_keys)")
+    group.addoption("--require-attestation", dest="twinloop_require_attestation",
+                    action=argparse.BooleanOptionalAction, default=None,
+                    help="the gate refuses a run whose bundle carries no signed attestation (the default; "
+                         "--no-require-attestation accepts unsigned bundles from before twinloop signed runs)")
+    parser.addini("twinloop_public_keys", type="paths", default=[],
+                  help="PEM public keys of the benches that sign with a standard key (relative to this file)")
+    parser.addini("twinloop_require_attestation", type="bool", default=True,
+                  help="whether the gate refuses runs without a signed attestation (default: true)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -196,15 +211,21 @@ def _gate_hardware_item(request: pytest.FixtureRequest, source: Any) -> None:
     """A hardware scenario without --rig: pass on a verified passing run from the ledger (``harness.gate``)."""
     from twinloop.errors import ConfigError, LedgerError, LedgerUnavailableError
     from twinloop.harness.gate import gate
+    from twinloop.ledger.dsse import key_from_pem_file
 
     config = request.config
     missing = config.getoption("twinloop_ledger_missing")
     prefix = "needs a physical rig (hardware: true) and the ledger has no verified passing run for it"
     problem, skippable = None, False
+    required = config.getoption("twinloop_require_attestation")
     try:  # failing outside the handlers keeps web3's exception chain out of the report
+        keys = [key_from_pem_file(p, "--public-key") for p in config.getoption("twinloop_public_keys")]
+        keys += [key_from_pem_file(p, "twinloop_public_keys") for p in config.getini("twinloop_public_keys")]
         services = request.getfixturevalue("twinloop_ledger")
         result = gate(source, services, config.getoption("twinloop_dut_version"),
-                      config.getoption("twinloop_require_baseline"))
+                      config.getoption("twinloop_require_baseline"), public_keys=keys,
+                      require_attestation=config.getini("twinloop_require_attestation") if required is None
+                      else required)
     except ConfigError as err:
         problem = str(err)
     except LedgerUnavailableError as err:

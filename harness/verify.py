@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -172,15 +173,17 @@ def _verify_fleet(v: Verification, record: FleetRecord, entry: LedgerEntry, name
 
 def verify(run_id: str, services: Services, scenario_file: Path | None = None, *,
            no_scenario_file: bool = False, resimulate: bool = True, signer: Key | None = None,
-           require_attestation: bool = False) -> Verification:
+           require_attestation: bool = False, trusted_keys: Sequence[Key] = ()) -> Verification:
     """Check run ``run_id`` end to end; tampering anywhere shows as a failed check.
 
     The scenario file is the one named, else the recorded path here or at the
     repository's root; a missing file fails unless ``no_scenario_file``. A
     fleet is simulated again unless ``resimulate`` is False. A run's
-    attestation must be signed by its recorder's address, or by ``signer``
-    (a bench's standard public key); a run without one passes that check as
-    skipped unless ``require_attestation``.
+    attestation must be signed by ``signer`` (a bench's standard public key)
+    where one is given; else by whichever of ``trusted_keys`` (the benches'
+    standard keys, as the CI gate holds them) it names, else by its
+    recorder's address. A run without one passes that check as skipped
+    unless ``require_attestation``.
     """
     v = Verification(run_id)
     ledger = services.ledger
@@ -192,13 +195,26 @@ def verify(run_id: str, services: Services, scenario_file: Path | None = None, *
           f"recorder {entry.recorder} did not hold the recorder role at block {entry.block_number}, "
           "when the run was recorded")
     check_bundle(v, entry, services, scenario_file, no_scenario_file=no_scenario_file, resimulate=resimulate,
-                 signer=signer, require_attestation=require_attestation)
+                 signer=signer, require_attestation=require_attestation, trusted_keys=trusted_keys)
     return v
+
+
+def expected_signer(record: RunRecord, recorder: str, signer: Key | None, trusted_keys: Sequence[Key]) -> str | Key:
+    """Whose signature the attestation must carry: ``signer``, else the trusted key it names, else the recorder.
+
+    A key is picked by the key id the envelope claims, so an envelope naming a
+    trusted key must still verify under it; one naming none is held to the
+    recorder's address.
+    """
+    if signer is not None:
+        return signer
+    named = {s.keyid for s in record.attestation.signatures} if record.attestation else set()
+    return next((k for k in trusted_keys if k.keyid in named), recorder)
 
 
 def check_bundle(v: Verification, entry: LedgerEntry, services: Services, scenario_file: Path | None = None, *,
                  no_scenario_file: bool = False, resimulate: bool = True, signer: Key | None = None,
-                 require_attestation: bool = False) -> None:
+                 require_attestation: bool = False, trusted_keys: Sequence[Key] = ()) -> None:
     """The bundle checks of ``verify`` against a chain record ``entry``: integrity, format, attestation,
     record matches chain, scenario file, re-judged verdicts (or a fleet's re-simulation).
 
@@ -222,7 +238,8 @@ def check_bundle(v: Verification, entry: LedgerEntry, services: Services, scenar
     if isinstance(record, FleetRecord):
         _verify_fleet(v, record, entry, scenario_file, no_scenario_file, resimulate)
         return
-    for c in verify_attestation(data, signer or entry.recorder, required=require_attestation):
+    for c in verify_attestation(data, expected_signer(record, entry.recorder, signer, trusted_keys),
+                                required=require_attestation):
         v.checks.append(Check(c.name, c.status, c.detail if c.status != "failed" else f"run {run_id}: {c.detail}"))
     text_hash = hashlib.sha256(record.scenario.text.encode()).hexdigest()
     dut = (record.dut.id, record.dut.version)

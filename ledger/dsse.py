@@ -51,6 +51,8 @@ from securesystemslib.signer import (
     SSlibKey,
 )
 
+from twinloop.errors import ConfigError
+
 ETH_KEYTYPE = "secp256k1"
 ETH_SCHEME = "eth-personal-sign"
 #: Private key URIs for ``Signer.from_priv_key_uri``: ``ethkey:env:NAME`` (a hex key in an
@@ -164,6 +166,16 @@ def signer_from_pem(private_pem: bytes) -> CryptoSigner:
 def key_from_pem(public_pem: bytes) -> SSlibKey:
     """The public key (and its default securesystemslib key id) from a SubjectPublicKeyInfo PEM."""
     return SSlibKey.from_crypto(load_pem_public_key(public_pem))
+
+
+def key_from_pem_file(path: Path, option: str = "--public-key") -> SSlibKey:
+    """The public key in a PEM file; a ConfigError naming ``option`` and the file if it cannot be read as one."""
+    try:
+        return key_from_pem(Path(path).read_bytes())
+    except OSError as err:
+        raise ConfigError(f"{option} {path}: cannot read it: {err.strerror or err}") from err
+    except ValueError as err:
+        raise ConfigError(f"{option} {path}: not a PEM public key: {err}") from err
 
 
 def expected_key(signer: str | Key) -> Key:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from twinloop.errors import LedgerError, LedgerTamperedError, RunNotFoundError
+from twinloop.errors import BlockNotFoundError, LedgerError, LedgerTamperedError
 
 CHUNK_SIZE = 262144
 MAX_LINKS = 174
@@ -302,11 +302,11 @@ class BlockStore:
         return self.path(cid).is_file()
 
     def get(self, cid: str) -> bytes:
-        """The stored bytes of a block, unverified; a missing block raises ``RunNotFoundError``."""
+        """The stored bytes of a block, unverified; a missing block raises ``BlockNotFoundError``."""
         try:
             return self.path(cid).read_bytes()
         except FileNotFoundError:
-            raise RunNotFoundError(
+            raise BlockNotFoundError(
                 f"IPFS block {cid} is not in the blockstore at {self.root}") from None
 
     def put(self, cid: str, data: bytes) -> None:

@@ -20,7 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from twinloop.errors import ConfigError, LedgerError, LedgerTamperedError, LedgerUnavailableError, RunNotFoundError
+from twinloop.errors import (BlockNotFoundError, ConfigError, LedgerError, LedgerTamperedError,
+                             LedgerUnavailableError)
 from twinloop.ledger.car import read_car
 from twinloop.ledger.ipfs import CHUNK_SIZE, EmbeddedIpfs, cid_digest, cid_of, import_file
 
@@ -94,7 +95,7 @@ class KuboIpfs:
                 message = str(json.loads(response.content)["Message"])
             except (ValueError, KeyError, TypeError):
                 message = f"HTTP {response.status_code}: {response.text[:200].strip()}"
-            error = RunNotFoundError if any(w in message for w in _NOT_FOUND) else LedgerError
+            error = BlockNotFoundError if any(w in message for w in _NOT_FOUND) else LedgerError
             what = f"{cmd} {params['arg']}" if "arg" in params else cmd
             raise error(f"{self.location} refused {what}: {message}")
         return response
@@ -132,7 +133,7 @@ class KuboIpfs:
         try:
             answer = self._lines(self._post("block/stat", {"arg": cid, "offline": "true"},
                                             timeout=self.has_timeout), "block/stat")
-        except RunNotFoundError:
+        except BlockNotFoundError:
             return False
         return bool(answer) and answer[0].get("Key") == cid
 

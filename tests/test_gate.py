@@ -12,16 +12,21 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eth_account import Account
 from web3 import Web3
 
 from twinloop.errors import LedgerUnauthorisedError
+from twinloop.harness.attestation import attest
+from twinloop.harness.cli import main
 from twinloop.harness.gate import gate
 from twinloop.harness.pipeline import Pipeline
 from twinloop.harness.record import RunRecord
 from twinloop.harness.scenario import ScenarioSource, load_points
-from twinloop.harness.services import KEY_ENV, ServiceOptions, Services
+from twinloop.harness.services import KEY_ENV, SIGNING_KEY_ENV, ServiceOptions, Services
 from twinloop.ledger.chain import RunLedgerClient
+from twinloop.ledger.dsse import EthereumSigner, key_from_pem
 
 DUT = "pm-gate"
 
@@ -69,15 +74,32 @@ def source_of(path: Path, point: int = 0) -> ScenarioSource:
     return load_points(path)[point]
 
 
-def record_run(services: Services, source: ScenarioSource, client: RunLedgerClient | None = None) -> RunRecord:
-    """Run on the emulated rig (the bench) and commit; with ``client``, recorded on chain by its account."""
+def record_run(services: Services, source: ScenarioSource, client: RunLedgerClient | None = None, *,
+               signed: bool = True) -> RunRecord:
+    """Run on the emulated rig (the bench) and commit; with ``client``, recorded on chain by its account.
+
+    A second bench signs its attestation with its own key, as ``commit`` does; ``signed=False`` leaves
+    the bundle unsigned (as twinloop wrote them before it signed run evidence).
+    """
     pipeline = Pipeline(services)
     record = pipeline.run(pipeline.plan(source))
     if client is None:
-        pipeline.commit(record)
-    else:  # a second bench: its bundle in the shared store, its own key on chain
-        client.record(record.ledger_entry(services.ipfs.add(record.to_bytes())))
+        return pipeline.commit(record).record
+    if signed:
+        record = attest(record, EthereumSigner(client.account))
+    client.record(record.ledger_entry(services.ipfs.add(record.to_bytes())))  # the bundle in the shared store
     return record
+
+
+def standard_key(folder: Path) -> tuple[Path, Path]:
+    """A bench's ed25519 key pair as PEM files: (private, public)."""
+    key = Ed25519PrivateKey.generate()
+    private, public = folder / "bench-key.pem", folder / "bench.pub.pem"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    return private, public
 
 
 def bench_key(services: Services, *roles: str) -> RunLedgerClient:
@@ -218,7 +240,46 @@ def test_a_sample_edited_and_the_bundle_re_added_fails_always(ledger: Services, 
     assert any(d.startswith("bundle integrity:") and record.run_id in d for d in result.details), result.details
 
 
-def test_a_verdict_changed_in_the_bundle_fails(ledger: Services, tmp_path: Path) -> None:
+def test_a_tampered_run_fails_the_gate_even_with_an_older_run_that_verifies(ledger: Services,
+                                                                            tmp_path: Path) -> None:
+    source = source_of(write_scenario(tmp_path))
+    older = record_run(ledger, source)
+    newer = record_run(ledger, source)
+    assert gate(source, ledger, None, False).run_id == newer.run_id
+
+    def cooler(raw: dict) -> None:
+        raw["samples"]["columns"]["module.temperature"][30] -= 5.0
+
+    replace_bundle(ledger, ledger.ledger.get(newer.run_id).bundle_cid, cooler)
+    result = gate(source, ledger, None, False)
+    assert not result.passed and result.kind == "tampered" and not result.missing
+    assert result.run_id is None and older.run_id not in result.reason
+    assert "contradicts the chain, and tampering with any run fails the gate" in result.reason
+    assert f"bundle integrity: run {newer.run_id}" in result.reason
+
+
+def test_a_verdict_changed_in_a_passing_runs_bundle_fails(ledger: Services, tmp_path: Path) -> None:
+    """The recorded peak made to look cooler, the bundle re-added and put where the recorded CID's block was."""
+    source = source_of(write_scenario(tmp_path))
+    record = record_run(ledger, source)
+    assert record.outcome == "pass"
+    cid = ledger.ledger.get(record.run_id).bundle_cid
+
+    def cooler_verdict(raw: dict) -> None:
+        [verdict] = raw["verdicts"]
+        verdict["value"] = round(verdict["value"] - 20.0, 2)
+
+    before = ledger.ipfs.store.path(cid).read_bytes()
+    replace_bundle(ledger, cid, cooler_verdict)
+    assert ledger.ipfs.store.path(cid).read_bytes() != before
+    result = gate(source, ledger, None, False)
+    assert not result.passed and result.kind == "tampered" and not result.missing
+    [integrity] = [d for d in result.details if d.startswith("bundle integrity:")]
+    assert f"run {record.run_id}: IPFS block {cid} of file {cid} is corrupted" in integrity
+
+
+def test_a_failing_run_with_its_verdict_changed_in_the_bundle_still_fails(ledger: Services,
+                                                                          tmp_path: Path) -> None:
     failing = source_of(write_scenario(tmp_path, max_c=20))
     record = record_run(ledger, failing)
     cid = ledger.ledger.get(record.run_id).bundle_cid
@@ -234,6 +295,19 @@ def test_a_verdict_changed_in_the_bundle_fails(ledger: Services, tmp_path: Path)
     assert f"run {record.run_id} (fail" in result.reason
 
 
+def test_one_flipped_bit_in_a_stored_block_fails(ledger: Services, tmp_path: Path) -> None:
+    source = source_of(write_scenario(tmp_path))
+    record = record_run(ledger, source)
+    cid = ledger.ledger.get(record.run_id).bundle_cid
+    block = ledger.ipfs.store.path(cid)
+    data = bytearray(block.read_bytes())
+    data[len(data) // 3] ^= 0x04  # one bit
+    block.write_bytes(bytes(data))
+    result = gate(source, ledger, None, False)
+    assert not result.passed and result.kind == "tampered" and not result.missing
+    assert f"bundle integrity: run {record.run_id}: IPFS block {cid} of file {cid} is corrupted" in result.reason
+
+
 def test_a_bundle_not_in_the_local_store_is_named(ledger: Services, tmp_path: Path) -> None:
     source = source_of(write_scenario(tmp_path))
     record = record_run(ledger, source)
@@ -243,6 +317,63 @@ def test_a_bundle_not_in_the_local_store_is_named(ledger: Services, tmp_path: Pa
     assert not result.passed and result.kind == "bundle-missing" and result.missing
     assert f"its bundle {cid} is not in the local IPFS store" in result.reason
     assert "point --ipfs at a Kubo node that has them" in result.reason
+
+
+def test_a_bench_signing_with_a_standard_key_passes_only_with_its_public_key(
+        ledger: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    private, public = standard_key(tmp_path)
+    monkeypatch.setenv(SIGNING_KEY_ENV, str(private))  # the bench signs with it instead of its recorder key
+    source = source_of(write_scenario(tmp_path))
+    record = record_run(ledger, source)
+    key = key_from_pem(public.read_bytes())
+    assert record.attestation is not None and record.attestation.signatures[0].keyid == key.keyid
+    refused = gate(source, ledger, None, False)
+    assert not refused.passed and refused.kind == "tampered"
+    assert any(d.startswith("attestation signature:") and f"key {key.keyid[:16]}" in d
+               and f"not by {record_recorder(ledger, record)}" in d for d in refused.details), refused.details
+    (tmp_path / "other").mkdir()
+    other = key_from_pem(standard_key(tmp_path / "other")[1].read_bytes())
+    assert gate(source, ledger, None, False, public_keys=[other]).kind == "tampered"  # another bench's key
+    result = gate(source, ledger, None, False, public_keys=[other, key])
+    assert result.passed and result.run_id == record.run_id, result.message()
+    checks = {c.name: c for c in result.verification.checks}  # type: ignore[union-attr]
+    assert checks["attestation signature"].detail == f"signed by ed25519 key {key.keyid[:16]}"
+
+
+def record_recorder(services: Services, record: RunRecord) -> str:
+    return services.ledger.get(record.run_id).recorder
+
+
+def test_an_unsigned_run_fails_unless_an_attestation_is_not_required(ledger: Services, tmp_path: Path) -> None:
+    source = source_of(write_scenario(tmp_path))
+    record = record_run(ledger, source, bench_key(ledger, "recorder"), signed=False)
+    result = gate(source, ledger, None, False)
+    assert not result.passed and result.kind == "unsigned" and result.missing
+    assert f"run {record.run_id}: its bundle carries no signed attestation, and the gate requires one" in (
+        result.reason)
+    lenient = gate(source, ledger, None, False, require_attestation=False)
+    assert lenient.passed and lenient.run_id == record.run_id, lenient.message()
+    checks = {c.name: c.status for c in lenient.verification.checks}  # type: ignore[union-attr]
+    assert checks["attestation"] == "skipped"
+
+
+def test_verify_scenario_gives_the_gates_answer_with_a_public_key_and_for_unsigned_runs(
+        ledger: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    private, public = standard_key(tmp_path)
+    monkeypatch.setenv(SIGNING_KEY_ENV, str(private))
+    keyed = write_scenario(tmp_path)
+    record_run(ledger, source_of(keyed))
+    monkeypatch.delenv(SIGNING_KEY_ENV)
+    unsigned = write_scenario(tmp_path)
+    record_run(ledger, source_of(unsigned), bench_key(ledger, "recorder"), signed=False)
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    where = ["--chain", ledger.ledger.rpc_url, "--contract", ledger.ledger.address, "--home", str(ledger.home)]
+    assert main(["verify", "--scenario", str(keyed), *where]) == 1
+    assert "(tampered)" in capsys.readouterr().out
+    assert main(["verify", "--scenario", str(keyed), "--public-key", str(public), *where]) == 0
+    assert main(["verify", "--scenario", str(unsigned), *where]) == 1
+    assert "(unsigned)" in capsys.readouterr().out
+    assert main(["verify", "--scenario", str(unsigned), "--no-require-attestation", *where]) == 0
 
 
 def test_require_baseline_needs_a_reviewer_to_accept(ledger: Services, tmp_path: Path) -> None:
@@ -311,6 +442,39 @@ def test_the_plugin_gates_hardware_scenarios(ledger: Services, pytester: pytest.
     baseline = pytester.runpytest_subprocess(*chain, "--require-baseline")
     baseline.assert_outcomes(failed=2)
     assert "no reviewer-accepted baseline for scenario" in baseline.stdout.str()
+
+
+@pytest.mark.slow
+def test_the_plugin_takes_the_benches_public_keys_and_requires_attestations(
+        ledger: Services, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--public-key PEM`` / ``twinloop_public_keys``; an unsigned run fails unless ``--no-require-attestation``."""
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    private, public = standard_key(pytester.path)
+    monkeypatch.setenv(SIGNING_KEY_ENV, str(private))
+    keyed = write_scenario(pytester.path)
+    record_run(ledger, source_of(keyed))  # signed with the bench's standard key
+    monkeypatch.delenv(SIGNING_KEY_ENV)
+    unsigned = write_scenario(pytester.path)
+    record_run(ledger, source_of(unsigned), bench_key(ledger, "recorder"), signed=False)
+    chain = ["-p", "no:cacheprovider", "-rs", "scenarios", "--chain", ledger.ledger.rpc_url,
+             "--contract", ledger.ledger.address, "--ledger", str(ledger.home)]
+
+    refused = pytester.runpytest_subprocess(*chain)
+    refused.assert_outcomes(failed=2)
+    out = refused.stdout.str()
+    assert "attestation signature: run" in out and "its bundle carries no signed attestation" in out
+    with_key = pytester.runpytest_subprocess(*chain, "--public-key", str(public))
+    with_key.assert_outcomes(passed=1, failed=1)
+    out = with_key.stdout.str()
+    assert "its bundle carries no signed attestation" in out and "attestation signature: run" not in out
+    pytester.runpytest_subprocess(*chain, "--public-key", str(public),
+                                  "--no-require-attestation").assert_outcomes(passed=2)
+    skipped = pytester.runpytest_subprocess(*chain, "--public-key", str(public), "--ledger-missing=skip")
+    skipped.assert_outcomes(passed=1, skipped=1)  # unsigned evidence is missing evidence, not forged
+
+    pytester.makeini("[pytest]\ntwinloop_public_keys = bench.pub.pem\ntwinloop_require_attestation = false\n")
+    pytester.runpytest_subprocess(*chain).assert_outcomes(passed=2)
+    pytester.runpytest_subprocess(*chain, "--require-attestation").assert_outcomes(passed=1, failed=1)
 
 
 def test_the_plugin_says_when_the_chain_is_unreachable(pytester: pytest.Pytester,

@@ -106,10 +106,14 @@ def test_verify_finds_the_scenario_at_the_repository_root(smoke_run: PipelineRes
 def test_one_flipped_byte_fails_verify(smoke_run: PipelineResult, twinloop_ledger: Services) -> None:
     result = Pipeline(twinloop_ledger).run_scenario(SMOKE)
     block = twinloop_ledger.ipfs.store.path(result.committed.cid)
-    data = bytearray(block.read_bytes())
+    original = block.read_bytes()
+    data = bytearray(original)
     data[len(data) // 2] ^= 0x01
     block.write_bytes(bytes(data))
-    v = Pipeline(twinloop_ledger).verify(result.record.run_id, SMOKE)
+    try:
+        v = Pipeline(twinloop_ledger).verify(result.record.run_id, SMOKE)
+    finally:  # put back: the session's ledger is shared, and a tampered smoke run fails every later gate on smoke
+        block.write_bytes(original)
     failed = [c for c in v.checks if c.status == "failed"]
     assert not v.ok and failed[0].name == "bundle integrity"
     assert result.record.run_id in failed[0].detail and result.committed.cid in failed[0].detail

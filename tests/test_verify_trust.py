@@ -4,7 +4,9 @@ A committed run carries its attestation signed by the recorder; a statement
 signed by another key fails its own check; a bench with a standard key is
 verified against that public key; the recorder's role is judged at the block
 that recorded the run, so revoking a bench key later does not fail its past
-runs. An intelligent twin's maintenance request goes on chain with the run,
+runs and granting a role later does not bless a run recorded without it. A
+signed bundle whose verdicts disagree with its own samples fails the re-judged
+verdicts. An intelligent twin's maintenance request goes on chain with the run,
 and ``twinloop ledger watch`` prints and forwards it. A run that ends while
 the chain is down is signed, kept in the outbox and committed once later.
 """
@@ -18,6 +20,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eth_account import Account
+from web3 import Web3
 
 from twinloop.errors import LedgerUnavailableError
 from twinloop.harness.attestation import attest
@@ -29,6 +32,8 @@ from twinloop.ledger.chain import RunLedgerClient
 from twinloop.ledger.dsse import EthereumSigner, key_from_pem
 
 BUNDLE = Path(__file__).parent / "data" / "run-v2-thermal-cycling.json"
+#: RunLedger's ``roles`` mapping is storage slot 0 (``vyper -f layout ledger/contracts/RunLedger.vy``).
+ROLES_SLOT = 0
 
 
 def fresh_record(run_id: str) -> RunRecord:
@@ -84,7 +89,7 @@ def test_a_bench_with_a_standard_key_is_verified_against_that_key(pipeline: Pipe
 
 
 def test_the_recorder_role_is_judged_at_the_block_of_the_record(pipeline: Pipeline) -> None:
-    """A bench key revoked after its run still verifies; the run is not blessed by a later grant either."""
+    """A bench key revoked after its run still verifies: the role is read at the run's block, not now."""
     services = pipeline.services
     admin = services.ledger
     bench = Account.create()
@@ -101,6 +106,54 @@ def test_the_recorder_role_is_judged_at_the_block_of_the_record(pipeline: Pipeli
     assert statuses(v)["recorder role"] == "ok"
     assert f"held the recorder role at block {v.entry.block_number}" in {c.name: c.detail for c in v.checks}[
         "recorder role"]
+
+
+def test_a_role_granted_after_the_run_does_not_bless_it(pipeline: Pipeline) -> None:
+    """A run recorded by an account whose role no RoleGranted event shows (the contract's storage edited, as
+    a forged node would serve it) fails the role check, and still fails after the admin grants the role."""
+    services = pipeline.services
+    admin = services.ledger
+    bench = Account.create()
+    services._chain.fund(bench.address)
+    w3 = Web3(Web3.HTTPProvider(admin.rpc_url))
+    slot = Web3.keccak(ROLES_SLOT.to_bytes(32, "big") + bytes.fromhex(bench.address[2:]).rjust(32, b"\0"))
+
+    def set_roles(flags: int) -> None:
+        w3.provider.make_request("anvil_setStorageAt", [admin.address, slot.to_0x_hex(),  # type: ignore[arg-type]
+                                                        "0x" + flags.to_bytes(32, "big").hex()])
+
+    set_roles(1)  # RECORDER, with no RoleGranted event
+    assert admin.is_recorder(bench.address)
+    record = attest(fresh_record("0b6f9a64-3c70-4f55-8f4c-0a1e5b1c2d07"), EthereumSigner(bench))
+    RunLedgerClient(admin.rpc_url, admin.address, bench).record(record.ledger_entry(services.ipfs.add(
+        record.to_bytes())))
+    set_roles(0)
+    refused = pipeline.verify(record.run_id, no_scenario_file=True)
+    block = refused.entry.block_number  # type: ignore[union-attr]
+    expected = f"recorder {bench.address} did not hold the recorder role at block {block}"
+    assert [c.name for c in refused.checks if c.status == "failed"] == ["recorder role"]
+
+    admin.grant_role("recorder", bench.address)  # after the fact: a RoleGranted event in a later block
+    assert admin.is_recorder(bench.address) and admin.had_role("recorder", bench.address, admin.block_number())
+    v = pipeline.verify(record.run_id, no_scenario_file=True)
+    failed = {c.name: c.detail for c in v.checks if c.status == "failed"}
+    assert not v.ok and list(failed) == ["recorder role"] and expected in failed["recorder role"]
+
+
+def test_a_bundle_whose_verdicts_disagree_with_its_samples_fails_though_an_authorised_recorder_signed_it(
+        pipeline: Pipeline) -> None:
+    """The recorder commits, and signs, a peak above the limit with every verdict still saying pass."""
+    record = fresh_record("0b6f9a64-3c70-4f55-8f4c-0a1e5b1c2d08")
+    temperature = record.samples.columns["module.temperature"]
+    temperature[600] = 140.0  # above the 125 degC limit; the recorded verdicts say pass
+    assert record.outcome == "pass" and all(v.outcome == "pass" for v in record.verdicts)
+    committed = pipeline.commit(record)
+    v = pipeline.verify(committed.run_id, no_scenario_file=True, require_attestation=True)
+    failed = {c.name: c.detail for c in v.checks if c.status == "failed"}
+    assert list(failed) == ["re-judged verdicts"] and not v.ok  # the chain, bundle and signature are fine
+    detail = failed["re-judged verdicts"]
+    assert "junction_temperature: recomputed fail (140" in detail and "recorded ('pass', 109.38)" in detail
+    assert "overall: recomputed fail, bundle pass, chain pass" in detail
 
 
 def test_a_twins_maintenance_request_goes_on_chain_and_ledger_watch_forwards_it(

@@ -88,6 +88,10 @@ class RunNotFoundError(LedgerError):
     """No chain record or bundle exists for the run id or CID asked for."""
 
 
+class BlockNotFoundError(RunNotFoundError):
+    """An IPFS block of a bundle (or manifest) is not in the store asked: the evidence is elsewhere, not forged."""
+
+
 class BatchAlreadyRecordedError(LedgerError):
     """A batch with this Merkle root is already on the chain; batch roots are written once."""
 
