@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -260,6 +261,12 @@ def test_cupy_without_a_gpu_is_an_error_naming_what_is_missing() -> None:
 
 
 # --- on Ray -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shards", [0, -3, 4097])
+def test_a_plan_with_a_bad_shard_count_is_refused(twinloop_ray: Services, tmp_path: Path, shards: int) -> None:
+    with pytest.raises(ConfigError, match=f"shards must be a whole number from 1 to 4096, got {shards}"):
+        simulate(dataclasses.replace(fleet(), shards=shards), tmp_path)
+
 
 def test_one_two_and_four_shards_give_the_same_result(twinloop_ray: Services, tmp_path: Path) -> None:
     """1003 pumps and 501 modules: not divisible by 2 or 4, and shards straddle the groups."""

@@ -44,9 +44,10 @@ from typing import Any, Callable, Sequence
 import numpy
 import ray
 
-from twinloop.errors import TwinError
+from twinloop.errors import ConfigError, TwinError
 from twinloop.twins.cluster import ensure_ray, first_line
-from twinloop.twins.fleet_spec import FleetPlan, FleetSource, FleetSpec, compile_fleet, draw, load_fleet
+from twinloop.twins.fleet_spec import (MAX_SHARDS, FleetPlan, FleetSource, FleetSpec, compile_fleet, draw,
+                                        load_fleet)
 from twinloop.twins.predict import CPU_CHUNK
 from twinloop.twins.xp import named_module, to_numpy
 
@@ -468,7 +469,9 @@ def _placement(plan: FleetPlan) -> tuple[int, float, float, str, list[str]]:
         # never ask Ray for a GPU it does not have: the actor would wait forever, with no error
         notes.append(f"array {plan.array}: the Ray cluster reports no GPU ({cpus:g} CPU, {gpus:g} GPU), "
                      "so the shards ran NumPy")
-    shards = plan.shards or max(1, int(gpus) if use_gpu else int(cpus))
+    if plan.shards is not None and not 1 <= plan.shards <= MAX_SHARDS:
+        raise ConfigError(f"shards must be a whole number from 1 to {MAX_SHARDS}, got {plan.shards!r}", key="shards")
+    shards = plan.shards if plan.shards is not None else max(1, int(gpus) if use_gpu else int(cpus))
     shards = max(1, min(shards, plan.units))
     cpu_each = min(1.0, cpus / shards) if cpus > 0 else 0.0
     gpu_each = min(1.0, gpus / shards) if use_gpu else 0.0

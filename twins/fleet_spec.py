@@ -65,6 +65,8 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 DRAW_BLOCK = 65_536
 #: Most steps a fleet may take (failure steps are stored as int32).
 MAX_STEPS = 1_000_000_000
+#: Most shards a fleet may ask for (the file's ``shards``, ``twinloop simulate --shards``).
+MAX_SHARDS = 4096
 
 #: Seconds, written with a unit: ``1 h``, ``365 d``, ``5 min``.
 Duration = Annotated[float, BeforeValidator(units.seconds),
@@ -151,7 +153,7 @@ class FleetSpec(_Finite):
     seed: StrictInt = Field(0, ge=0, le=2**63 - 1)
     horizon: Duration = Field(gt=0.0)
     dt: Duration = Field(gt=0.0)
-    shards: Union[Literal["auto"], Annotated[StrictInt, Field(ge=1, le=4096)]] = "auto"
+    shards: Union[Literal["auto"], Annotated[StrictInt, Field(ge=1, le=MAX_SHARDS)]] = "auto"
     array: Literal["numpy", "cupy", "auto"] = "auto"
     checkpoint_every: Duration | None = Field(None, gt=0.0)
     bins: StrictInt = Field(100, ge=1, le=100_000)
