@@ -9,7 +9,7 @@ on the model code that stepped it.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -17,8 +17,10 @@ from twinloop.errors import LedgerTamperedError
 from twinloop.harness.record import FORMAT, FORMAT_V1, Data, Finite, RunRecord, validated
 from twinloop.ledger import bundle
 from twinloop.ledger.chain import LedgerEntry
-from twinloop.twins.fleet import FleetResult
 from twinloop.twins.fleet_spec import FleetSource
+
+if TYPE_CHECKING:  # twins.fleet imports Ray, which commit, gate and verify must not need
+    from twinloop.twins.fleet import FleetResult
 
 FLEET_FORMAT = "twinloop.fleet/1"
 

@@ -1,12 +1,15 @@
-"""Start or join Ray with every port on loopback unless told otherwise."""
+"""Start or join Ray with every port on loopback unless told otherwise.
+
+Ray is imported when first needed, not with this module: the services,
+commit, gate and verify import it and must not pull Ray (and its start-up
+cost) into processes that never run a twin.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-
-import ray
-from ray._private import ray_constants
+import sys
 
 from twinloop.errors import TwinError
 
@@ -21,6 +24,8 @@ def _check_loopback_only() -> None:
     it is on, and no ray.init argument brings the listeners back to loopback
     (``_node_ip_address="127.0.0.1"`` is then replaced by the external address).
     """
+    from ray._private import ray_constants
+
     opted_in = os.environ.get(LOOPBACK_ENV, "").lower() in ("1", "true")
     if ray_constants.ENABLE_RAY_CLUSTER and not opted_in:
         raise TwinError(f"ray was imported before twinloop with {LOOPBACK_ENV} unset; Ray would listen "
@@ -36,6 +41,8 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None,
     The URL is None where no dashboard runs (``dashboard=False`` locally).
     """
     global _dashboard
+    import ray
+
     if ray.is_initialized():
         return _dashboard
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -54,8 +61,8 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None,
 def shutdown_ray() -> None:
     """Stop the Ray this process started or joined."""
     global _dashboard
-    if ray.is_initialized():
-        ray.shutdown()
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():  # nothing to stop where Ray never came
+        sys.modules["ray"].shutdown()
     _dashboard = None
 
 
