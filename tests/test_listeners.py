@@ -7,6 +7,7 @@ RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER, so the embedded default is what is checked.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import socket
 import subprocess
@@ -226,3 +227,36 @@ def test_ray_imported_first_refuses_to_start(tmp_path: Path) -> None:
     assert "TwinError: ray was imported before twinloop" in run.stdout, run.stdout + run.stderr
     assert "Ray would listen on all interfaces" in run.stdout
     assert "initialized: False children: 0" in run.stdout
+
+
+@pytest.mark.slow
+def test_the_fleet_benchmark_listens_on_loopback_only(tmp_path: Path) -> None:
+    """The fleet benchmark (its own Ray, one actor per twin and the shards), small: loopback only, a ratio out."""
+    cmd = [sys.executable, "-m", "twinloop.twins.fleet_bench", "--quick", "--json", "--units", "2000",
+           "--actors", "2"]
+    found: set[Listener] = set()
+    seen: dict[int, psutil.Process] = {}
+    with open(tmp_path / "out.log", "w+") as out, open(tmp_path / "err.log", "w+") as err:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env_without_ray_var(), stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=err, text=True)
+        try:
+            deadline = time.monotonic() + 240
+            while proc.poll() is None and time.monotonic() < deadline:
+                tree = process_tree(proc.pid)
+                seen.update((p.pid, p) for p in tree)
+                found |= listeners(tree)
+                time.sleep(0.3)
+            assert proc.poll() is not None, "the fleet benchmark did not finish in 240 s"
+        finally:
+            seen.update((p.pid, p) for p in process_tree(proc.pid))
+            stop(proc)
+            leftovers = reap(list(seen.values()))
+        assert proc.returncode == 0, tail(err)
+        out.seek(0)
+        result = json.loads(out.read().strip().splitlines()[-1])
+    assert any(is_ray(lst) for lst in found), f"no Ray listener seen, the check would be vacuous: {found}"
+    assert_loopback_only(found)
+    assert leftovers == [], "processes of the benchmark outlived it"
+    ratio = result["sharded_ratio"]
+    assert isinstance(ratio, (int, float)) and ratio > 0, result
+    assert result["largest_units"] == 2000 and result["per_twin_actors"]["actors"] == 2

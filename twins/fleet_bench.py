@@ -17,7 +17,7 @@ wall time.
 ``--quick`` it also times 1M units over one simulated year at hourly steps
 (8760 steps) on the shards (``--no-year`` skips it).
 
-    python -m twinloop.twins.fleet_bench [--quick] [--json] [--no-year]
+    python -m twinloop.twins.fleet_bench [--quick] [--json] [--no-year] [--actors N] [--units N[,N...]]
 """
 
 from __future__ import annotations
@@ -114,9 +114,9 @@ def steps_for(units: int, budget: float) -> int:
     return int(min(8760, max(48, round(budget / units / 24) * 24)))
 
 
-def run(quick: bool, actors: int | None, year: bool) -> dict[str, Any]:
+def run(quick: bool, actors: int | None, year: bool, units: list[int] | None = None) -> dict[str, Any]:
     ensure_ray()
-    sizes = [1_000, 10_000, 100_000] if quick else [1_000, 10_000, 100_000, 1_000_000]
+    sizes = units or ([1_000, 10_000, 100_000] if quick else [1_000, 10_000, 100_000, 1_000_000])
     budget = 1e8 if quick else 1e9
     out: dict[str, Any] = {"model": "pump_bearing", "dt_s": 3600.0, "cpus": os.cpu_count(),
                            "ray_cpus": ray.cluster_resources().get("CPU"), "quick": quick}
@@ -168,15 +168,32 @@ def show(out: dict[str, Any], console: Console) -> None:
                       f"{y['failed']:,} failed within the year")
 
 
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return n
+
+
+def _sizes(text: str) -> list[int]:
+    return sorted({_positive(part) for part in text.split(",")})
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m twinloop.twins.fleet_bench", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller fleets, under a minute")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ap.add_argument("--no-year", action="store_true", help="skip 1M units x 8760 hourly steps")
-    ap.add_argument("--actors", type=int, default=None, help="actors for one actor per twin (default 50, quick 10)")
+    ap.add_argument("--actors", type=_positive, default=None,
+                    help="actors for one actor per twin (default 50, quick 10)")
+    ap.add_argument("--units", type=_sizes, default=None, metavar="N[,N...]",
+                    help="fleet sizes to time (default 1k, 10k, 100k and, without --quick, 1M)")
     args = ap.parse_args(argv)
     try:
-        out = run(args.quick, args.actors, not args.no_year)
+        out = run(args.quick, args.actors, not args.no_year, args.units)
     finally:
         shutdown_ray()
     if args.json:
