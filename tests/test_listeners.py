@@ -260,3 +260,38 @@ def test_the_fleet_benchmark_listens_on_loopback_only(tmp_path: Path) -> None:
     ratio = result["sharded_ratio"]
     assert isinstance(ratio, (int, float)) and ratio > 0, result
     assert result["largest_units"] == 2000 and result["per_twin_actors"]["actors"] == 2
+
+
+JOIN_FAIL_SAFE = """
+import os
+import ray  # before twinloop, as in FAIL_SAFE
+import twinloop.twins.cluster as cluster
+from twinloop.errors import TwinError
+
+for address in ("127.0.0.1:1", "localhost:1", None):  # None: $RAY_ADDRESS, as inside a Ray Job
+    try:
+        cluster.ensure_ray(address)
+    except TwinError as err:
+        print(address, "TwinError:", err)
+print("initialized:", ray.is_initialized())
+"""
+
+
+def test_ray_imported_first_refuses_to_join_a_cluster_on_loopback(tmp_path: Path) -> None:
+    """Joining a loopback cluster with Ray's listeners on every interface is refused before connecting."""
+    run = subprocess.run([sys.executable, "-c", JOIN_FAIL_SAFE], cwd=tmp_path,
+                         env={**env_without_ray_var(), "RAY_ADDRESS": "127.0.0.1:1"},
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    for address in ("127.0.0.1:1", "localhost:1", "None"):
+        assert f"{address} TwinError: ray was imported before twinloop" in run.stdout, run.stdout + run.stderr
+    assert "initialized: False" in run.stdout
+
+
+def test_loopback_addresses_are_told_apart() -> None:
+    from twinloop.twins.cluster import is_loopback_address
+
+    assert all(map(is_loopback_address, ["127.0.0.1:6379", "localhost:6379", "ray://127.0.0.1:10001",
+                                         "[::1]:6379", "::1", "http://127.0.0.1:8265/"]))
+    assert not any(map(is_loopback_address, ["10.0.0.1:6379", "0.0.0.0:6379", "head.example:6379",
+                                             "ray://head:10001", "auto"]))

@@ -7,6 +7,7 @@ cost) into processes that never run a twin.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import sys
@@ -17,8 +18,25 @@ LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # twinloop/__init__.py sets 
 _dashboard: str | None = None  # the URL ray.init gave this process (ray keeps no public getter)
 
 
+def is_loopback_address(address: str) -> bool:
+    """Whether a Ray address (``127.0.0.1:6379``, ``localhost:6379``, ``ray://[::1]:10001``) is on loopback."""
+    rest = address.strip().split("://", 1)[-1].split("/", 1)[0]
+    if rest.startswith("[") and "]" in rest:
+        hosts = [rest[1:rest.index("]")]]
+    else:
+        hosts = [rest, rest.rsplit(":", 1)[0]]  # a bare IPv6 address, else host:port
+    for host in hosts:
+        if host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            continue
+    return False
+
+
 def _check_loopback_only() -> None:
-    """Refuse a local start that would listen on every interface.
+    """Refuse a local start, or joining a cluster on loopback, that would listen on every interface.
 
     Ray reads the variable once, at import; if ``ray`` came before ``twinloop``
     it is on, and no ray.init argument brings the listeners back to loopback
@@ -47,6 +65,8 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None,
         return _dashboard
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
+        if is_loopback_address(address):  # this driver's own listeners would follow the same rule
+            _check_loopback_only()
         ctx = ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     else:
         _check_loopback_only()
