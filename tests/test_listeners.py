@@ -232,8 +232,8 @@ def test_ray_imported_first_refuses_to_start(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_the_fleet_benchmark_listens_on_loopback_only(tmp_path: Path) -> None:
     """The fleet benchmark (its own Ray, one actor per twin and the shards), small: loopback only, a ratio out."""
-    cmd = [sys.executable, "-m", "twinloop.twins.fleet_bench", "--quick", "--json", "--units", "2000",
-           "--actors", "2"]
+    cmd = [sys.executable, "-m", "twinloop.twins.bench", "--fleet", "--quick", "--json", "--units", "2000",
+           "--actors", "2"]  # bench --fleet hands every other option to fleet_bench
     found: set[Listener] = set()
     seen: dict[int, psutil.Process] = {}
     with open(tmp_path / "out.log", "w+") as out, open(tmp_path / "err.log", "w+") as err:
@@ -260,6 +260,9 @@ def test_the_fleet_benchmark_listens_on_loopback_only(tmp_path: Path) -> None:
     ratio = result["sharded_ratio"]
     assert isinstance(ratio, (int, float)) and ratio > 0, result
     assert result["largest_units"] == 2000 and result["per_twin_actors"]["actors"] == 2
+    shards = result["sharded_shards"]
+    assert shards == result["rows"][-1]["sharded"]["shards"] >= 1
+    assert result["sharded_ratio_per_core"] == pytest.approx(ratio / shards, abs=1e-3)
 
 
 JOIN_FAIL_SAFE = """

@@ -13,7 +13,10 @@ wall time.
 - **bare:** ``twins.fleet.ShardCore`` on every unit in this process: no Ray, no
   checkpoints (the shards' own stepping code).
 
-``sharded_ratio`` is sharded over bare at the largest fleet run. Without
+``sharded_ratio`` is sharded over bare at the largest fleet run (the issue's
+figure: all the shards, one per CPU, against the bare path on one core);
+``sharded_ratio_per_core`` divides the sharded rate by the shards it used
+(``sharded_shards``) first, so it is what Ray costs per core. Without
 ``--quick`` it also times 1M units over one simulated year at hourly steps
 (8760 steps) on the shards (``--no-year`` skips it).
 
@@ -130,6 +133,8 @@ def run(quick: bool, actors: int | None, year: bool, units: list[int] | None = N
     last = rows[-1]
     out["largest_units"] = last["units"]
     out["sharded_ratio"] = round(last["sharded"]["twin_steps_per_s"] / last["bare"]["twin_steps_per_s"], 3)
+    out["sharded_shards"] = last["sharded"]["shards"]
+    out["sharded_ratio_per_core"] = round(out["sharded_ratio"] / out["sharded_shards"], 3)
     out["sharded_ratio_wall"] = round(last["sharded"]["wall_twin_steps_per_s"] / last["bare"]["twin_steps_per_s"], 3)
     out["sharded_over_per_twin_actors"] = round(last["sharded"]["twin_steps_per_s"]
                                                 / out["per_twin_actors"]["twin_steps_per_s"], 1)
@@ -159,8 +164,9 @@ def show(out: dict[str, Any], console: Console) -> None:
         t.add_row(f"1 year, sharded ({y['shards']})", f"{y['units']:,}", f"{y['steps']:,}",
                   f"{y['twin_steps_per_s']:,}", f"{y['seconds']:.1f}", f"{y['wall_twin_steps_per_s']:,}")
     console.print(t)
-    console.print(f"sharded / bare at {out['largest_units']:,} units: {out['sharded_ratio']} "
-                  f"(with start-up {out['sharded_ratio_wall']}); sharded / one actor per twin: "
+    console.print(f"sharded ({out['sharded_shards']} shards) / bare (1 core) at {out['largest_units']:,} units: "
+                  f"{out['sharded_ratio']} (with start-up {out['sharded_ratio_wall']}); per shard (core): "
+                  f"{out['sharded_ratio_per_core']}; sharded / one actor per twin: "
                   f"{out['sharded_over_per_twin_actors']:,}x")
     if out["year"]:
         y = out["year"]
