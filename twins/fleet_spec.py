@@ -238,10 +238,6 @@ class FleetSource:
     plan: FleetPlan
     node: Any = None
 
-    def error(self, loc: tuple[Any, ...], message: str) -> NoReturn:
-        """Raise a ConfigError at ``loc`` of the file (its line)."""
-        raise_in(self.node, self.path, loc, message)
-
 
 def _whole_steps(value: float, dt: float) -> int | None:
     """``value / dt`` if it is a whole number (to 1e-9 relative), else None."""
