@@ -19,6 +19,7 @@ from twinloop.harness.scenario import Bounds, load_scenario, parse_scenario
 from twinloop.harness.services import Services
 from twinloop.ledger.chain import LedgerEntry
 from twinloop.ledger.ipfs import import_file
+from twinloop.twins.fleet_shard import run_local
 from twinloop.twins.fleet_spec import parse_fleet
 
 Status = Literal["ok", "failed", "skipped"]
@@ -156,8 +157,6 @@ def _verify_fleet(v: Verification, record: FleetRecord, entry: LedgerEntry, name
     except ConfigError as err:
         v.add("re-simulated", False, "", f"recorded fleet file no longer loads: {err}")
         return
-    from twinloop.twins.fleet import run_local  # twins.fleet imports Ray; only re-simulating needs it
-
     again = [GroupOutcome.model_validate(vars(g)).model_dump() for g in run_local(plan)]
     recorded = [g.model_dump() for g in record.groups]
     differ = [f"group {a['name']}: {k} recomputed {a[k]}, recorded {b[k]}"

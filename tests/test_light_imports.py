@@ -9,7 +9,8 @@ import pytest
 
 
 @pytest.mark.parametrize("module", ["twinloop.harness.commit", "twinloop.harness.gate", "twinloop.harness.verify",
-                                    "twinloop.harness.batch_verify", "twinloop.harness.fleet_record"])
+                                    "twinloop.harness.batch_verify", "twinloop.harness.fleet_record",
+                                    "twinloop.twins.fleet_shard", "twinloop.twins.fleet_result"])
 def test_the_ledger_side_does_not_import_ray(module: str) -> None:
     code = f"import sys, {module}; print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -10,7 +10,7 @@ wall time.
   driven (calls queued without waiting; start-up timed apart).
 - **sharded:** ``twins.fleet.simulate`` with one shard per CPU Ray reports,
   checkpoints on; the rate counts stepping only, ``wall`` also the shards' start.
-- **bare:** ``twins.fleet.ShardCore`` on every unit in this process: no Ray, no
+- **bare:** ``twins.fleet_shard.ShardCore`` on every unit in this process: no Ray, no
   checkpoints (the shards' own stepping code).
 
 ``sharded_ratio`` is sharded over bare at the largest fleet run (the issue's
@@ -39,7 +39,8 @@ from rich.table import Table
 import ray
 
 from twinloop.twins.cluster import ensure_ray, shutdown_ray
-from twinloop.twins.fleet import ShardCore, simulate, split
+from twinloop.twins.fleet import simulate
+from twinloop.twins.fleet_shard import ShardCore, split
 from twinloop.twins.fleet_spec import FleetPlan, FleetSpec, compile_fleet
 
 DT = "1 h"
