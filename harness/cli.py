@@ -47,7 +47,7 @@ from twinloop.ledger.chain import MaintenanceRequest
 from twinloop.ledger.dsse import key_from_pem_file
 from twinloop.ledger.ipfs import import_file
 from twinloop.twins.fleet import FleetProgress, clear_checkpoints
-from twinloop.twins.fleet_spec import json_schema as fleet_schema, load_fleet
+from twinloop.twins.fleet_spec import MAX_SHARDS, json_schema as fleet_schema, load_fleet
 
 EXIT = {"pass": 0, "fail": 1, "error": 2}
 EXIT_INTERRUPTED = 130
@@ -438,6 +438,17 @@ def cmd_ledger_import(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _shard_count(text: str) -> int:
+    """``--shards``: a whole number in the range a fleet file's ``shards`` takes (argparse exits 2 otherwise)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of shards, got {text!r}") from None
+    if not 1 <= n <= MAX_SHARDS:
+        raise argparse.ArgumentTypeError(f"{n} is not a shard count from 1 to {MAX_SHARDS}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="twinloop", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -453,8 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     sim = sub.add_parser("simulate", help="simulate a fleet of twins on Ray, commit its summary to the ledger")
     sim.add_argument("fleet", type=Path, help="fleet YAML file")
-    sim.add_argument("--shards", type=int, help="shard actors (default: the file's 'shards', else one per CPU "
-                                                "or GPU Ray reports)")
+    sim.add_argument("--shards", type=_shard_count, help=f"shard actors, 1 to {MAX_SHARDS} (default: the file's "
+                                                         "'shards', else one per CPU or GPU Ray reports)")
     sim.add_argument("--checkpoints", type=Path,
                      help="the shards' checkpoint folder (default: HOME/fleet-checkpoints/FLEET; removed once "
                           "the summary is committed; shared by the nodes on a cluster)")

@@ -17,7 +17,7 @@ from twinloop.errors import LedgerTamperedError
 from twinloop.harness.record import FORMAT, FORMAT_V1, Data, Finite, RunRecord, validated
 from twinloop.ledger import bundle
 from twinloop.ledger.chain import LedgerEntry
-from twinloop.twins.fleet import FleetResult
+from twinloop.twins.fleet_result import FleetResult  # plain data: no Ray, which commit, gate and verify must not need
 from twinloop.twins.fleet_spec import FleetSource
 
 FLEET_FORMAT = "twinloop.fleet/1"
@@ -33,7 +33,7 @@ class FleetInfo(Data):
 
 
 class GroupOutcome(Data):
-    """One group's outcome (``twins.fleet.GroupResult``): failure times, failures over time, survivors."""
+    """One group's outcome (``twins.fleet_result.GroupResult``): failure times, failures over time, survivors."""
 
     name: str
     model: str

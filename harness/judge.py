@@ -297,3 +297,8 @@ def overall(verdicts: Sequence[VerdictRecord], error: str | None = None,
     if error or "error" in outcomes or not verdicts:
         return "error"
     return "fail" if "fail" in outcomes or step_failures else "pass"
+
+
+def step_failures(record: RunRecord) -> list[str]:
+    """Steps that failed the run (``until`` timeouts declared ``on_timeout: fail``), from its events."""
+    return [e.message for e in record.events if e.kind == "until" and e.data.get("failed")]

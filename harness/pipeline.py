@@ -15,6 +15,7 @@ from pathlib import Path
 
 from securesystemslib.signer import Key
 
+from twinloop.errors import ConfigError
 from twinloop.harness.commit import Committed, commit, sync
 from twinloop.harness.fleet_record import FleetRecord
 from twinloop.harness.plan import Plan, plan
@@ -25,7 +26,7 @@ from twinloop.harness.services import Services
 from twinloop.harness.verify import Verification, verify
 from twinloop.rigs.profile import RigSource
 from twinloop.twins.fleet import FleetProgress, simulate
-from twinloop.twins.fleet_spec import FleetSource
+from twinloop.twins.fleet_spec import MAX_SHARDS, FleetSource
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,10 @@ class Pipeline:
         Shard checkpoints go to ``checkpoints``; with ``resume`` a simulation
         cut short goes on from them. ``shards`` overrides the file's count.
         """
+        if shards is not None and not (isinstance(shards, int) and 1 <= shards <= MAX_SHARDS):
+            raise ConfigError(f"shards must be a whole number from 1 to {MAX_SHARDS}, got {shards!r}", key="shards")
         self.prepare_fleet()
-        plan = replace(source.plan, shards=shards) if shards else source.plan
+        plan = replace(source.plan, shards=shards) if shards is not None else source.plan
         started = utc_now()
         result = simulate(plan, checkpoints, progress=progress, resume=resume)
         where = self.services.options.ray_address or os.environ.get("RAY_ADDRESS") or "local, 127.0.0.1"

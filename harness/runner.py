@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 from twinloop.config import to_ns
 from twinloop.errors import TransportError, TwinError, TwinloopError
 from twinloop.harness.clock import NS, Clock, RealClock, SimulatedClock
-from twinloop.harness.judge import JUDGE_VERSION, judge_all, overall, seconds_text
+from twinloop.harness.judge import JUDGE_VERSION, judge_all, overall, seconds_text, step_failures
 from twinloop.harness.plan import Action, Plan
 from twinloop.harness.record import (Calls, DutInfo, Event, RigInfo, RunRecord, Samples, ScenarioInfo,
                                      TwinResult)
@@ -37,11 +37,6 @@ PACKAGES = ("twinloop", "numpy", "pint", "pymodbus", "ray", "web3", "vyper", "py
 
 class StepError(TwinloopError):
     """A step could not do what the scenario asked (an ``until`` that timed out as an error)."""
-
-
-def step_failures(record: RunRecord) -> list[str]:
-    """Steps that failed the run (``until`` timeouts declared ``on_timeout: fail``), from its events."""
-    return [e.message for e in record.events if e.kind == "until" and e.data.get("failed")]
 
 
 class Interrupted(KeyboardInterrupt):

@@ -14,14 +14,13 @@ from twinloop.errors import ConfigError, LedgerTamperedError
 from twinloop.harness.attestation import verify_attestation
 from twinloop.harness.expand import split_expanded
 from twinloop.harness.fleet_record import FleetRecord, GroupOutcome, read_bundle
-from twinloop.harness.judge import JUDGE_VERSION, judge_all, overall, resolve
+from twinloop.harness.judge import JUDGE_VERSION, judge_all, overall, resolve, step_failures
 from twinloop.harness.record import RunRecord
-from twinloop.harness.runner import step_failures
 from twinloop.harness.scenario import Bounds, load_scenario, parse_scenario
 from twinloop.harness.services import Services
 from twinloop.ledger.chain import LedgerEntry
 from twinloop.ledger.ipfs import import_file
-from twinloop.twins.fleet import run_local
+from twinloop.twins.fleet_shard import run_local
 from twinloop.twins.fleet_spec import parse_fleet
 
 Status = Literal["ok", "failed", "skipped"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -108,6 +109,24 @@ BAD = [
     (GOOD + "  - name: pumps  # <-\n    model: pump_bearing\n    units: 1\n", "groups[1].name", "used twice"),
     (GOOD.replace("fleet: f", "fleet: f\nseed: 1\nseed: 2  # <-"), "seed", "duplicate key"),
     (GOOD.replace("horizon: 10 d", "horizon: 10 d\nshards: 0  # <-"), "shards", ""),
+    # every number finite
+    (GOOD.replace("k: {lognormal: 0.2}", "k: {normal: .inf}  # <-"), "groups[0].vary.k.normal", "finite number"),
+    (GOOD.replace("k: {lognormal: 0.2}", "k: {lognormal: .nan}  # <-"), "groups[0].vary.k.lognormal",
+     "finite number"),
+    (GOOD.replace("k: {lognormal: 0.2}", "wear: {uniform: [0, .inf]}  # <-"), "groups[0].vary.wear.uniform[1]",
+     "finite number"),
+    (GOOD.replace("params: {k: 1.0e-7}", "params: {g: .inf}  # <-"), "groups[0].params.g", "finite number"),
+    (GOOD.replace("every: 12 h}", "every: 12 h}\n      speed: .nan  # <-"), "groups[0].profile.speed",
+     "finite number"),
+    (GOOD.replace("cycle: [100, 60], every: 12 h}", "cycle: [100, -.inf], every: 12 h}  # <-"),
+     "groups[0].profile.load.cycle[1]", "finite number"),
+    # draws stay in the state's physical range (refused, never clipped)
+    (GOOD.replace("k: {lognormal: 0.2}", "k: {normal: 1.0e-8}  # <-"), "groups[0].vary.k.normal",
+     "outside its physical range [0, inf] 1/s (draws are refused, not clipped); use lognormal"),
+    (GOOD.replace("k: {lognormal: 0.2}", "wear: {normal: 0.01}  # <-"), "groups[0].vary.wear.normal",
+     "'wear' outside its physical range [0, inf]"),
+    (GOOD.replace("k: {lognormal: 0.2}", "wear: {uniform: [-0.1, 0.2]}  # <-"), "groups[0].vary.wear.uniform",
+     "keep uniform within [0, inf]"),
 ]
 
 
@@ -121,6 +140,14 @@ def test_a_bad_fleet_file_names_file_line_and_key(tmp_path: Path, text: str, key
     err = info.value
     assert (err.file, err.line, err.key) == (str(path), line, key), str(err)
     assert fragment in str(err) and str(path) in str(err) and f":{line}" in str(err)
+
+
+def test_draws_within_the_physical_range_are_taken() -> None:
+    text = GOOD.replace("k: {lognormal: 0.2}", "k: {normal: 0}\n      wear: {uniform: [0, 0.3]}")
+    g = parse_fleet(text).plan.groups[0]
+    assert [(v.state, v.kind) for v in g.vary] == [("k", "normal"), ("wear", "uniform")]
+    x = draw(g, 0, 0, g.units, {"k": numpy.full(g.units, 1e-7), "wear": numpy.zeros(g.units)})
+    assert (x["k"] == 1e-7).all() and ((0 <= x["wear"]) & (x["wear"] <= 0.3)).all()
 
 
 def test_a_good_fleet_file_compiles_to_model_units(tmp_path: Path) -> None:
@@ -234,6 +261,12 @@ def test_cupy_without_a_gpu_is_an_error_naming_what_is_missing() -> None:
 
 
 # --- on Ray -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shards", [0, -3, 4097])
+def test_a_plan_with_a_bad_shard_count_is_refused(twinloop_ray: Services, tmp_path: Path, shards: int) -> None:
+    with pytest.raises(ConfigError, match=f"shards must be a whole number from 1 to 4096, got {shards}"):
+        simulate(dataclasses.replace(fleet(), shards=shards), tmp_path)
+
 
 def test_one_two_and_four_shards_give_the_same_result(twinloop_ray: Services, tmp_path: Path) -> None:
     """1003 pumps and 501 modules: not divisible by 2 or 4, and shards straddle the groups."""

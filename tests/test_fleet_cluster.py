@@ -165,14 +165,18 @@ def clean_env() -> dict[str, str]:
 
 
 def watch(proc: subprocess.Popen[str], trees: Callable[[], list[psutil.Process]], timeout: float,
-          seen: dict[int, psutil.Process]) -> set[Listener]:
-    """Poll the listeners of ``trees()`` until ``proc`` exits (or ``timeout``); every process seen goes in ``seen``."""
+          seen: dict[int, psutil.Process], others: Callable[[], list[psutil.Process]] | None = None
+          ) -> set[Listener]:
+    """Poll the listeners of ``trees()`` until ``proc`` exits (or ``timeout``); every process seen goes in ``seen``.
+
+    ``others()`` (a cluster's processes) are polled too, but not put in ``seen``: they are not the caller's to stop.
+    """
     found: set[Listener] = set()
     deadline = time.monotonic() + timeout
     while proc.poll() is None and time.monotonic() < deadline:
         procs = trees()
         seen.update((p.pid, p) for p in procs)
-        found |= listeners(procs)
+        found |= listeners(procs) | (listeners(others()) if others else set())
         time.sleep(0.3)
     return found
 
@@ -534,23 +538,33 @@ def test_prometheus_scrapes_the_fleet_metrics(cluster: Cluster, driver_run: Driv
 
 
 def submit_and_wait(c: Cluster, entrypoint: str, workdir: Path) -> tuple[str, str]:
-    """Submit ``entrypoint`` with ``workdir`` as its working_dir; wait (bounded) for it to end; status and logs."""
+    """Submit ``entrypoint`` with ``workdir`` as its working_dir; wait (bounded) for it to end; status and logs.
+
+    While the job runs, every listener of the cluster's processes (the job's supervisor, its entrypoint and
+    the shards' workers among them) is polled: each must be on loopback, and some must be of processes
+    the job started, or the check would be vacuous.
+    """
     from ray.job_submission import JobStatus, JobSubmissionClient
 
+    before = {p.pid for p in c.processes()}
+    found: set[Listener] = set()
     headers = {"Authorization": f"Bearer {c.token}"}  # what RAY_AUTH_MODE=token would add from the token
     client = within(60, lambda: JobSubmissionClient(c.dashboard, headers=headers), "the dashboard")
     job = within(120, lambda: client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(workdir)}),
                  "job submission")
     deadline, status = time.monotonic() + RUN_TIMEOUT_S, None
     while time.monotonic() < deadline:
+        found |= listeners(c.processes())
         status = within(30, lambda: client.get_job_status(job), "get_job_status")
         if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
             break
-        time.sleep(1)
+        time.sleep(0.3)
     logs = within(30, lambda: client.get_job_logs(job), "get_job_logs")
     if status not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
         within(30, lambda: client.stop_job(job), "stop_job")
         pytest.fail(f"job {job} still {status} after {RUN_TIMEOUT_S} s:\n{logs[-3000:]}")
+    assert any(lst.pid not in before for lst in found), f"no listener of the job's processes seen: {sorted(found)}"
+    assert_loopback_only(found)
     return str(status), logs
 
 
@@ -588,15 +602,17 @@ def check_cli_result(r: dict[str, Any], name: str) -> None:
     assert Path(r["report"]).is_file(), r["report"]
 
 
-def run_cli(args: list[str], cwd: Path, env: dict[str, str], log: Path
+def run_cli(args: list[str], cwd: Path, env: dict[str, str], log: Path,
+            others: Callable[[], list[psutil.Process]] | None = None
             ) -> tuple[int | None, str, set[Listener], list[psutil.Process]]:
-    """Run the CLI to its end (bounded), polling its tree's listeners; exit code, stdout, listeners, leftovers."""
+    """Run the CLI to its end (bounded), polling its tree's listeners (and ``others()``'s, not stopped here);
+    exit code, stdout, listeners, leftovers."""
     seen: dict[int, psutil.Process] = {}
     with open(log, "w+") as err, open(log.with_suffix(".out"), "w+") as out:
         proc = subprocess.Popen([*CLI, *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                 text=True)
         try:
-            found = watch(proc, lambda: process_tree(proc.pid), RUN_TIMEOUT_S, seen)
+            found = watch(proc, lambda: process_tree(proc.pid), RUN_TIMEOUT_S, seen, others)
             assert proc.poll() is not None, f"twinloop {args[0]} did not finish in {RUN_TIMEOUT_S} s:\n{tail(err)}"
         finally:
             seen.update((p.pid, p) for p in process_tree(proc.pid))
@@ -612,13 +628,17 @@ def run_cli(args: list[str], cwd: Path, env: dict[str, str], log: Path
 def test_twinloop_simulate_joins_the_cluster(cluster: Cluster, tmp_path: Path) -> None:
     name = fleet_name("cli")
     fleet = write_fleet(tmp_path, name)
-    rc, stdout, _, leftovers = run_cli(
+    before = {p.pid for p in cluster.processes()}
+    rc, stdout, found, leftovers = run_cli(
         ["simulate", str(fleet), "--ray-address", cluster.address, "--json", "--home", str(tmp_path / "home")],
-        tmp_path, client_env(cluster), tmp_path / "cli.log")
+        tmp_path, client_env(cluster), tmp_path / "cli.log", others=cluster.processes)
     assert rc == 0, stdout
     results = json_objects(stdout, "outcome")
     assert len(results) == 1, stdout
     check_cli_result(results[0], name)
+    # the CLI's tree (its Ray driver, anvil) and the cluster's processes (the shards' workers among them)
+    assert any(lst.pid not in before for lst in found), f"no listener of this simulation seen: {sorted(found)}"
+    assert_loopback_only(found)
     assert leftovers == [], "processes of the CLI outlived it"
 
 

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from twinloop.errors import ConfigError
 from twinloop.harness.fleet_record import FleetRecord, read_bundle
 from twinloop.harness.fleet_report import render_fleet_html
 from twinloop.harness.pipeline import Pipeline
-from twinloop.harness.services import Services
+from twinloop.harness.services import ServiceOptions, Services
 from twinloop.twins.fleet import FleetProgress
 from twinloop.twins.fleet_spec import load_fleet
 
@@ -139,6 +140,21 @@ def test_a_bad_fleet_file_exits_2_before_anything_starts(tmp_path: Path) -> None
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "bad.yaml:" in out.stderr and "'lode' is not an input of pump_bearing" in out.stderr
     assert not (tmp_path / "home").exists()  # nothing started, nothing recorded
+
+
+@pytest.mark.parametrize("shards", ["0", "-3", "4097", "two"])
+def test_a_bad_shard_count_exits_2_before_anything_starts(tmp_path: Path, fleet_file: Path, shards: str) -> None:
+    out = twinloop("simulate", str(fleet_file), "--shards", shards, "--home", str(tmp_path / "home"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    why = "expected a whole number of shards" if shards == "two" else "is not a shard count from 1 to 4096"
+    assert "argument --shards:" in out.stderr and why in out.stderr, out.stderr
+    assert not (tmp_path / "home").exists()
+
+
+def test_the_pipeline_refuses_a_bad_shard_count(tmp_path: Path, fleet_file: Path) -> None:
+    with pytest.raises(ConfigError, match="key 'shards': shards must be a whole number from 1 to 4096, got 0"):
+        Pipeline(Services(ServiceOptions(home=tmp_path / "home"))).simulate(load_fleet(fleet_file), tmp_path / "cp",
+                                                                            shards=0)
 
 
 @pytest.mark.slow

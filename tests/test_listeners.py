@@ -7,6 +7,7 @@ RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER, so the embedded default is what is checked.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import socket
 import subprocess
@@ -226,3 +227,74 @@ def test_ray_imported_first_refuses_to_start(tmp_path: Path) -> None:
     assert "TwinError: ray was imported before twinloop" in run.stdout, run.stdout + run.stderr
     assert "Ray would listen on all interfaces" in run.stdout
     assert "initialized: False children: 0" in run.stdout
+
+
+@pytest.mark.slow
+def test_the_fleet_benchmark_listens_on_loopback_only(tmp_path: Path) -> None:
+    """The fleet benchmark (its own Ray, one actor per twin and the shards), small: loopback only, a ratio out."""
+    cmd = [sys.executable, "-m", "twinloop.twins.bench", "--fleet", "--quick", "--json", "--units", "2000",
+           "--actors", "2"]  # bench --fleet hands every other option to fleet_bench
+    found: set[Listener] = set()
+    seen: dict[int, psutil.Process] = {}
+    with open(tmp_path / "out.log", "w+") as out, open(tmp_path / "err.log", "w+") as err:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env_without_ray_var(), stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=err, text=True)
+        try:
+            deadline = time.monotonic() + 240
+            while proc.poll() is None and time.monotonic() < deadline:
+                tree = process_tree(proc.pid)
+                seen.update((p.pid, p) for p in tree)
+                found |= listeners(tree)
+                time.sleep(0.3)
+            assert proc.poll() is not None, "the fleet benchmark did not finish in 240 s"
+        finally:
+            seen.update((p.pid, p) for p in process_tree(proc.pid))
+            stop(proc)
+            leftovers = reap(list(seen.values()))
+        assert proc.returncode == 0, tail(err)
+        out.seek(0)
+        result = json.loads(out.read().strip().splitlines()[-1])
+    assert any(is_ray(lst) for lst in found), f"no Ray listener seen, the check would be vacuous: {found}"
+    assert_loopback_only(found)
+    assert leftovers == [], "processes of the benchmark outlived it"
+    ratio = result["sharded_ratio"]
+    assert isinstance(ratio, (int, float)) and ratio > 0, result
+    assert result["largest_units"] == 2000 and result["per_twin_actors"]["actors"] == 2
+    shards = result["sharded_shards"]
+    assert shards == result["rows"][-1]["sharded"]["shards"] >= 1
+    assert result["sharded_ratio_per_core"] == pytest.approx(ratio / shards, abs=1e-3)
+
+
+JOIN_FAIL_SAFE = """
+import os
+import ray  # before twinloop, as in FAIL_SAFE
+import twinloop.twins.cluster as cluster
+from twinloop.errors import TwinError
+
+for address in ("127.0.0.1:1", "localhost:1", None):  # None: $RAY_ADDRESS, as inside a Ray Job
+    try:
+        cluster.ensure_ray(address)
+    except TwinError as err:
+        print(address, "TwinError:", err)
+print("initialized:", ray.is_initialized())
+"""
+
+
+def test_ray_imported_first_refuses_to_join_a_cluster_on_loopback(tmp_path: Path) -> None:
+    """Joining a loopback cluster with Ray's listeners on every interface is refused before connecting."""
+    run = subprocess.run([sys.executable, "-c", JOIN_FAIL_SAFE], cwd=tmp_path,
+                         env={**env_without_ray_var(), "RAY_ADDRESS": "127.0.0.1:1"},
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    for address in ("127.0.0.1:1", "localhost:1", "None"):
+        assert f"{address} TwinError: ray was imported before twinloop" in run.stdout, run.stdout + run.stderr
+    assert "initialized: False" in run.stdout
+
+
+def test_loopback_addresses_are_told_apart() -> None:
+    from twinloop.twins.cluster import is_loopback_address
+
+    assert all(map(is_loopback_address, ["127.0.0.1:6379", "localhost:6379", "ray://127.0.0.1:10001",
+                                         "[::1]:6379", "::1", "http://127.0.0.1:8265/"]))
+    assert not any(map(is_loopback_address, ["10.0.0.1:6379", "0.0.0.0:6379", "head.example:6379",
+                                             "ray://head:10001", "auto"]))

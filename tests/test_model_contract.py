@@ -48,3 +48,15 @@ def test_the_same_code_runs_on_cupy_where_a_gpu_is(name: str) -> None:
     for s in model.states:
         assert type(on_gpu[s]).__module__.startswith("cupy")
         numpy.testing.assert_allclose(on_gpu[s].get(), on_cpu[s], rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_limits_name_states_and_hold_the_fresh_state_and_prior(name: str) -> None:
+    model = models.get(name)()
+    assert set(model.state_limits) <= set(model.states)
+    x = model.initial_state(1)
+    for state, (low, high) in model.state_limits.items():
+        assert low <= high and low <= float(x[state][0]) <= high, state
+        if state in model.prior:
+            lo, hi = model.prior[state]
+            assert low <= lo and hi <= high, state

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import pickle
@@ -44,12 +45,15 @@ class DeviceTwin:
     (see ``decide``). ``array`` picks NumPy, CuPy or ``auto`` (CuPy where a
     GPU is) for the filter's cloud.
 
-    With ``checkpoint`` (a file path) the twin saves its state after every
-    sample and decision (atomically: a temporary file, then ``os.replace``)
-    and appends each logged row to a journal beside it; a twin built again
-    on the same path (Ray restarting a crashed actor) restores from them.
+    With ``checkpoint`` (a file path) the twin appends each logged row to a
+    journal beside it (``<checkpoint>.log``, fsynced), then saves its state
+    with the journal's length in bytes (a temporary file, fsync,
+    ``os.replace``) after every sample and decision; a twin built again on
+    the same path (Ray restarting a crashed actor) restores the state and
+    cuts the journal back to that length, so a row written by a call the
+    crash cut short (or torn by it) is dropped and journal and state agree.
     Samples carry sequence numbers, so one retried after a restart is
-    applied once and a gap is an error.
+    applied once, and one ahead of a missing one waits for it.
     """
 
     def __init__(self, device: str, model: str, params: Mapping[str, float] | None = None,
@@ -77,48 +81,68 @@ class DeviceTwin:
         self.restored_at: int | None = None  # the sample sequence restored from, after a restart
         #: Samples that arrived ahead of one still missing (Ray retries calls after a restart in any order).
         self.waiting: dict[int, tuple[float, dict[str, float]]] = {}
+        self.journal_bytes = 0  # the journal's length when the state was last saved
         if self.checkpoint is not None:
             if self.checkpoint.exists():
                 self._restore()
             else:
+                with open(self._journal_path(), "wb") as f:  # a fresh twin: no rows of an earlier one
+                    os.fsync(f.fileno())
                 self._save()
 
     def ready(self) -> str:
         """The incarnation id; answering at all means the model was built."""
         return self.incarnation
 
-    _STATE = ("inputs", "seq", "_rul_at", "monitor", "alarms", "caps", "fired", "waiting")
+    _STATE = ("inputs", "seq", "_rul_at", "monitor", "alarms", "caps", "fired", "waiting", "journal_bytes")
     _NOT_SAVED = ("model", "xp")  # the filter's model and array module: rebuilt from the arguments
 
+    def _journal_path(self) -> Path:
+        return self.checkpoint.with_name(self.checkpoint.name + ".log")
+
     def _save(self) -> None:
-        """Write the state (not the log, which the journal holds) atomically."""
+        """Write the state (not the log, which the journal holds) atomically and durably."""
         tmp = self.checkpoint.with_name(self.checkpoint.name + ".tmp")
         with open(tmp, "wb") as f:
             state = {k: getattr(self, k) for k in self._STATE}
             state["filter"] = {k: v for k, v in vars(self.filter).items() if k not in self._NOT_SAVED}
             pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, self.checkpoint)
 
     def _journal(self, row: dict[str, Any]) -> None:
-        with open(self.checkpoint.with_name(self.checkpoint.name + ".log"), "ab") as f:
+        """Append one row, on disk before the state that counts it is saved."""
+        with open(self._journal_path(), "ab") as f:
             pickle.dump(row, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.flush()
+            os.fsync(f.fileno())
+            self.journal_bytes = f.tell()
 
     def _restore(self) -> None:
-        """State from the checkpoint, log rows from the journal up to its sample (a torn last row is dropped)."""
+        """State from the checkpoint; the journal cut back to the length it had then, and its rows logged."""
         with open(self.checkpoint, "rb") as f:
             state = pickle.load(f)
         vars(self.filter).update(state.pop("filter"))
         for key, value in state.items():
             setattr(self, key, value)
+        journal = self._journal_path()
+        size = journal.stat().st_size if journal.exists() else 0
+        if size < self.journal_bytes:
+            raise TwinError(f"twin of '{self.device}': checkpoint at sample {self.seq} needs {self.journal_bytes} "
+                            f"bytes of its journal {journal}, which holds {size}")
+        with open(journal, "r+b") as f:
+            if size > self.journal_bytes:  # rows of a sample the crash cut short (maybe torn): not in the state
+                f.truncate(self.journal_bytes)
+                os.fsync(f.fileno())
+            data = io.BytesIO(f.read(self.journal_bytes))
         rows: list[dict[str, Any]] = []
-        journal = self.checkpoint.with_name(self.checkpoint.name + ".log")
-        if journal.exists():
-            with open(journal, "rb") as f:
-                while len(rows) < self.seq:
-                    try:
-                        rows.append(pickle.load(f))
-                    except (EOFError, pickle.UnpicklingError):
-                        break
+        try:
+            while data.tell() < self.journal_bytes:
+                rows.append(pickle.load(data))
+        except (EOFError, pickle.UnpicklingError) as err:
+            raise TwinError(f"twin of '{self.device}': its journal {journal} is unreadable at row {len(rows) + 1}: "
+                            f"{err}") from err
         if len(rows) != self.seq:
             raise TwinError(f"twin of '{self.device}': checkpoint at sample {self.seq} but its journal "
                             f"holds {len(rows)} rows")

@@ -11,11 +11,12 @@ second of wall time; ratios are twinloop over progpy.
 
 With ``--accuracy``, also the pump-bearing twin's remaining useful life
 against its emulator's ground truth (``twins.accuracy``; no progpy there).
-With ``--fleet``, fleet simulation speed instead (``twins.fleet_bench``: one
-actor per twin, sharded Ray actors, the bare vectorised model; JSON key
-``sharded_ratio``).
+With ``--fleet``, fleet simulation speed instead: every other option goes to
+``twins.fleet_bench`` (one actor per twin, sharded Ray actors, the bare
+vectorised model; JSON key ``sharded_ratio``; see its ``--help``).
 
-    python -m twinloop.twins.bench [--quick] [--json] [--accuracy | --fleet [--no-year] [--actors N]]
+    python -m twinloop.twins.bench [--quick] [--json] [--accuracy]
+    python -m twinloop.twins.bench --fleet [fleet_bench options]
 """
 
 from __future__ import annotations
@@ -238,16 +239,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accuracy", action="store_true",
                         help="estimation + prediction accuracy against progpy on the same noisy data")
     parser.add_argument("--fleet", action="store_true",
-                        help="fleet speed: one actor per twin, sharded Ray actors, the bare vectorised model")
-    parser.add_argument("--no-year", action="store_true", help="with --fleet: skip 1M units x one year hourly")
-    parser.add_argument("--actors", type=int, help="with --fleet: actors for one actor per twin")
-    args = parser.parse_args(argv)
-    if args.fleet:
+                        help="fleet speed: one actor per twin, sharded Ray actors, the bare vectorised model; "
+                             "the other options are fleet_bench's (python -m twinloop.twins.bench --fleet --help)")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--fleet" in argv:
         from twinloop.twins.fleet_bench import main as fleet_main
 
-        return fleet_main([*(["--quick"] if args.quick else []), *(["--json"] if args.json else []),
-                           *(["--no-year"] if args.no_year else []),
-                           *(["--actors", str(args.actors)] if args.actors else [])])
+        return fleet_main([a for a in argv if a != "--fleet"])
+    args = parser.parse_args(argv)
     console = Console(stderr=args.json)
     if args.accuracy:
         from twinloop.twins.accuracy import FULL, QUICK, degradation_accuracy, degradation_table

@@ -10,14 +10,17 @@ wall time.
   driven (calls queued without waiting; start-up timed apart).
 - **sharded:** ``twins.fleet.simulate`` with one shard per CPU Ray reports,
   checkpoints on; the rate counts stepping only, ``wall`` also the shards' start.
-- **bare:** ``twins.fleet.ShardCore`` on every unit in this process: no Ray, no
+- **bare:** ``twins.fleet_shard.ShardCore`` on every unit in this process: no Ray, no
   checkpoints (the shards' own stepping code).
 
-``sharded_ratio`` is sharded over bare at the largest fleet run. Without
+``sharded_ratio`` is sharded over bare at the largest fleet run (the issue's
+figure: all the shards, one per CPU, against the bare path on one core);
+``sharded_ratio_per_core`` divides the sharded rate by the shards it used
+(``sharded_shards``) first, so it is what Ray costs per core. Without
 ``--quick`` it also times 1M units over one simulated year at hourly steps
 (8760 steps) on the shards (``--no-year`` skips it).
 
-    python -m twinloop.twins.fleet_bench [--quick] [--json] [--no-year]
+    python -m twinloop.twins.fleet_bench [--quick] [--json] [--no-year] [--actors N] [--units N[,N...]]
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from rich.table import Table
 import ray
 
 from twinloop.twins.cluster import ensure_ray, shutdown_ray
-from twinloop.twins.fleet import ShardCore, simulate, split
+from twinloop.twins.fleet import simulate
+from twinloop.twins.fleet_shard import ShardCore, split
 from twinloop.twins.fleet_spec import FleetPlan, FleetSpec, compile_fleet
 
 DT = "1 h"
@@ -114,9 +118,9 @@ def steps_for(units: int, budget: float) -> int:
     return int(min(8760, max(48, round(budget / units / 24) * 24)))
 
 
-def run(quick: bool, actors: int | None, year: bool) -> dict[str, Any]:
+def run(quick: bool, actors: int | None, year: bool, units: list[int] | None = None) -> dict[str, Any]:
     ensure_ray()
-    sizes = [1_000, 10_000, 100_000] if quick else [1_000, 10_000, 100_000, 1_000_000]
+    sizes = units or ([1_000, 10_000, 100_000] if quick else [1_000, 10_000, 100_000, 1_000_000])
     budget = 1e8 if quick else 1e9
     out: dict[str, Any] = {"model": "pump_bearing", "dt_s": 3600.0, "cpus": os.cpu_count(),
                            "ray_cpus": ray.cluster_resources().get("CPU"), "quick": quick}
@@ -130,6 +134,8 @@ def run(quick: bool, actors: int | None, year: bool) -> dict[str, Any]:
     last = rows[-1]
     out["largest_units"] = last["units"]
     out["sharded_ratio"] = round(last["sharded"]["twin_steps_per_s"] / last["bare"]["twin_steps_per_s"], 3)
+    out["sharded_shards"] = last["sharded"]["shards"]
+    out["sharded_ratio_per_core"] = round(out["sharded_ratio"] / out["sharded_shards"], 3)
     out["sharded_ratio_wall"] = round(last["sharded"]["wall_twin_steps_per_s"] / last["bare"]["twin_steps_per_s"], 3)
     out["sharded_over_per_twin_actors"] = round(last["sharded"]["twin_steps_per_s"]
                                                 / out["per_twin_actors"]["twin_steps_per_s"], 1)
@@ -159,8 +165,9 @@ def show(out: dict[str, Any], console: Console) -> None:
         t.add_row(f"1 year, sharded ({y['shards']})", f"{y['units']:,}", f"{y['steps']:,}",
                   f"{y['twin_steps_per_s']:,}", f"{y['seconds']:.1f}", f"{y['wall_twin_steps_per_s']:,}")
     console.print(t)
-    console.print(f"sharded / bare at {out['largest_units']:,} units: {out['sharded_ratio']} "
-                  f"(with start-up {out['sharded_ratio_wall']}); sharded / one actor per twin: "
+    console.print(f"sharded ({out['sharded_shards']} shards) / bare (1 core) at {out['largest_units']:,} units: "
+                  f"{out['sharded_ratio']} (with start-up {out['sharded_ratio_wall']}); per shard (core): "
+                  f"{out['sharded_ratio_per_core']}; sharded / one actor per twin: "
                   f"{out['sharded_over_per_twin_actors']:,}x")
     if out["year"]:
         y = out["year"]
@@ -168,15 +175,32 @@ def show(out: dict[str, Any], console: Console) -> None:
                       f"{y['failed']:,} failed within the year")
 
 
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return n
+
+
+def _sizes(text: str) -> list[int]:
+    return sorted({_positive(part) for part in text.split(",")})
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m twinloop.twins.fleet_bench", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller fleets, under a minute")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ap.add_argument("--no-year", action="store_true", help="skip 1M units x 8760 hourly steps")
-    ap.add_argument("--actors", type=int, default=None, help="actors for one actor per twin (default 50, quick 10)")
+    ap.add_argument("--actors", type=_positive, default=None,
+                    help="actors for one actor per twin (default 50, quick 10)")
+    ap.add_argument("--units", type=_sizes, default=None, metavar="N[,N...]",
+                    help="fleet sizes to time (default 1k, 10k, 100k and, without --quick, 1M)")
     args = ap.parse_args(argv)
     try:
-        out = run(args.quick, args.actors, not args.no_year)
+        out = run(args.quick, args.actors, not args.no_year, args.units)
     finally:
         shutdown_ray()
     if args.json:

@@ -24,9 +24,16 @@ the file, the line and the key (and what is known)::
           speed: 1480           # a number in the input's unit, or a quantity: '1480 rpm'
           load: {cycle: [100, 60], every: 12 h}   # each value held 'every', repeating
 
-``vary`` also takes ``{normal: sigma}`` (absolute, state unit). Draws do not
-depend on how the fleet is split into shards: each (group, state) has its
-own seeded stream per block of ``DRAW_BLOCK`` units (see ``draw``).
+``vary`` also takes ``{normal: sigma}`` (absolute, state unit). It draws
+only the model's states (its initial state per unit), never its parameters.
+A draw that could leave the state's physical range (the model's
+``state_limits``: a wear rate is never negative) is refused at load rather
+than clipped, so no unit is silently given an impossible (or an immortal)
+start: ``normal`` only on unbounded states, ``lognormal`` on states bounded
+at 0 on the side away from the nominal, ``uniform`` within the range. Every
+number must be finite (no ``.inf`` or ``.nan``). Draws do not depend on how
+the fleet is split into shards: each (group, state) has its own seeded
+stream per block of ``DRAW_BLOCK`` units (see ``draw``).
 ``compile_fleet`` turns a validated file into the plain ``FleetPlan`` the
 shards run (inputs converted to the model's units, every check done).
 """
@@ -44,7 +51,7 @@ from typing import Annotated, Any, Literal, NoReturn, Union
 
 import numpy
 import yaml
-from pydantic import BeforeValidator, Discriminator, Field, StrictInt, Tag, model_validator
+from pydantic import BeforeValidator, ConfigDict, Discriminator, Field, StrictInt, Tag, model_validator
 
 from twinloop import units
 from twinloop.config import Strict, compose, raise_in, read_text, validate_node
@@ -58,6 +65,8 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 DRAW_BLOCK = 65_536
 #: Most steps a fleet may take (failure steps are stored as int32).
 MAX_STEPS = 1_000_000_000
+#: Most shards a fleet may ask for (the file's ``shards``, ``twinloop simulate --shards``).
+MAX_SHARDS = 4096
 
 #: Seconds, written with a unit: ``1 h``, ``365 d``, ``5 min``.
 Duration = Annotated[float, BeforeValidator(units.seconds),
@@ -66,19 +75,25 @@ Duration = Annotated[float, BeforeValidator(units.seconds),
 Value = Union[float, str]
 
 
-class Lognormal(Strict):
+class _Finite(Strict):
+    """Config model whose floats must be finite: ``.inf`` and ``.nan`` are refused like any bad value."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class Lognormal(_Finite):
     """Median at the nominal state, relative 1 sigma (``exp(sigma * z)``)."""
 
     lognormal: float = Field(gt=0.0, le=5.0)
 
 
-class Normal(Strict):
+class Normal(_Finite):
     """Nominal state plus an absolute 1 sigma, in the state's unit."""
 
     normal: float = Field(ge=0.0)
 
 
-class Uniform(Strict):
+class Uniform(_Finite):
     """Uniform between two absolute values, in the state's unit (the nominal is ignored)."""
 
     uniform: tuple[float, float]
@@ -104,7 +119,7 @@ Vary = Annotated[Union[tuple(Annotated[cls, Tag(kind)] for kind, cls in VARY_KIN
                  Discriminator(_kind_of)]
 
 
-class Cycle(Strict):
+class Cycle(_Finite):
     """Values held ``every`` (a whole number of steps) in turn, repeating from the start."""
 
     cycle: list[Value] = Field(min_length=1, max_length=100_000)
@@ -119,7 +134,7 @@ Profile = Annotated[Union[Annotated[Cycle, Tag("cycle")], Annotated[Value, Tag("
                     Discriminator(_profile_kind)]
 
 
-class GroupSpec(Strict):
+class GroupSpec(_Finite):
     """Units of one model with the same nominal parameters and input profile."""
 
     name: Annotated[str, Field(pattern=_NAME.pattern, max_length=64)]
@@ -130,7 +145,7 @@ class GroupSpec(Strict):
     profile: dict[str, Profile] = Field(default_factory=dict)
 
 
-class FleetSpec(Strict):
+class FleetSpec(_Finite):
     """A whole fleet file."""
 
     fleet: Annotated[str, Field(pattern=_NAME.pattern, max_length=128)]
@@ -138,7 +153,7 @@ class FleetSpec(Strict):
     seed: StrictInt = Field(0, ge=0, le=2**63 - 1)
     horizon: Duration = Field(gt=0.0)
     dt: Duration = Field(gt=0.0)
-    shards: Union[Literal["auto"], Annotated[StrictInt, Field(ge=1, le=4096)]] = "auto"
+    shards: Union[Literal["auto"], Annotated[StrictInt, Field(ge=1, le=MAX_SHARDS)]] = "auto"
     array: Literal["numpy", "cupy", "auto"] = "auto"
     checkpoint_every: Duration | None = Field(None, gt=0.0)
     bins: StrictInt = Field(100, ge=1, le=100_000)
@@ -223,10 +238,6 @@ class FleetSource:
     plan: FleetPlan
     node: Any = None
 
-    def error(self, loc: tuple[Any, ...], message: str) -> NoReturn:
-        """Raise a ConfigError at ``loc`` of the file (its line)."""
-        raise_in(self.node, self.path, loc, message)
-
 
 def _whole_steps(value: float, dt: float) -> int | None:
     """``value / dt`` if it is a whole number (to 1e-9 relative), else None."""
@@ -295,11 +306,13 @@ def _compile_group(g: GroupSpec, gi: int, dt: float, fail: Any) -> GroupPlan:
             if float(nominal[state][0]) == 0.0:
                 fail((*loc, "vary", state, "lognormal"), f"lognormal scales the nominal, and {g.model}'s "
                      f"'{state}' starts at 0; use uniform or normal")
-            vary.append(VaryPlan(state, "lognormal", (v.lognormal,)))
+            vp = VaryPlan(state, "lognormal", (v.lognormal,))
         elif isinstance(v, Normal):
-            vary.append(VaryPlan(state, "normal", (v.normal,)))
+            vp = VaryPlan(state, "normal", (v.normal,))
         else:
-            vary.append(VaryPlan(state, "uniform", tuple(v.uniform)))
+            vp = VaryPlan(state, "uniform", tuple(v.uniform))
+        _within_limits(model, vp, float(nominal[state][0]), (*loc, "vary", state, vp.kind), fail)
+        vary.append(vp)
     vary.sort(key=lambda p: p.state)  # the file's order must not matter
     inputs = []
     for key in g.profile:
@@ -319,6 +332,30 @@ def _compile_group(g: GroupSpec, gi: int, dt: float, fail: Any) -> GroupPlan:
             hold, values = 1, [_convert(value, signal.unit, where, fail)]
         inputs.append(InputPlan(key, tuple(values), hold))
     return GroupPlan(g.name, g.model, dict(model.params), g.units, tuple(vary), tuple(inputs))
+
+
+def _within_limits(model: Any, v: VaryPlan, nominal: float, loc: tuple[Any, ...], fail: Any) -> None:
+    """Refuse a draw whose values could leave the state's physical range (``model.state_limits``)."""
+    low, high = model.state_limits.get(v.state, (-math.inf, math.inf))
+    if v.kind == "uniform":
+        reach = v.args
+    elif v.kind == "normal":
+        reach = (nominal, nominal) if v.args[0] == 0 else (-math.inf, math.inf)
+    else:  # lognormal: the nominal times a positive factor
+        reach = (0.0, math.inf) if nominal > 0 else (-math.inf, 0.0)
+    if low <= reach[0] and reach[1] <= high:
+        return
+    unit = model.states[v.state]
+    shown = f"[{low:g}, {high:g}]" + ("" if unit == "1" else f" {unit}")
+    if v.kind == "uniform":
+        hint = f"keep uniform within {shown}"
+    elif v.kind == "normal":
+        hint = ("use lognormal (a relative spread, median at the nominal, never crossing 0) or uniform "
+                "within the range" if nominal != 0.0 and 0.0 in (low, high) else "use uniform within the range")
+    else:
+        hint = "use uniform within the range"
+    fail(loc, f"{v.kind} draws can put {model.name}'s '{v.state}' outside its physical range {shown} "
+              f"(draws are refused, not clipped); {hint}")
 
 
 def _convert(value: Any, unit: str, loc: tuple[Any, ...], fail: Any) -> float:

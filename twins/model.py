@@ -50,6 +50,9 @@ class DegradationModel(ABC):
     process_noise: ClassVar[dict[str, float]] = {}
     #: Uniform prior (low, high) of states no sensor reads, for estimators.
     prior: ClassVar[dict[str, tuple[float, float]]] = {}
+    #: Physical range (low, high, inclusive) of states that have one (a wear rate is never negative);
+    #: a state not listed is unbounded. Fleet files may not draw initial states outside it.
+    state_limits: ClassVar[dict[str, tuple[float, float]]] = {}
     #: How far ahead remaining-useful-life prediction looks, in seconds.
     rul_horizon_s: ClassVar[float] = 3.15e8
 

@@ -59,6 +59,7 @@ class BatteryCircuit(DegradationModel):
 
     name = "battery_circuit"
     states = {"tb": "K", "qb": "C", "qcp": "C", "qcs": "C"}
+    state_limits = {"tb": (0.0, math.inf), "qb": (0.0, math.inf)}
     inputs = {"i": Signal("A", 0.0)}
     outputs = {"t": Signal("K"), "v": Signal("V")}
     parameters = {

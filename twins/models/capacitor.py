@@ -74,6 +74,7 @@ class ElectrolyticCapacitorAgeing(DegradationModel):
 
     name = "electrolytic_capacitor"
     states = {"loss": "1", "life_factor": "1"}
+    state_limits = {"loss": (0.0, 1.0), "life_factor": (0.0, math.inf)}
     inputs = {"ambient": Signal("degC", 45.0), "ripple": Signal("A", 1.0)}
     outputs = {"esr": Signal("ohm"), "capacitance": Signal("uF")}
     parameters = {

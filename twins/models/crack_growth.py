@@ -62,6 +62,7 @@ class ParisCrackGrowth(DegradationModel):
 
     name = "paris_crack_growth"
     states = {"crack_length": "mm", "c": "m"}
+    state_limits = {"crack_length": (0.0, math.inf), "c": (0.0, math.inf)}
     inputs = {"stress_range": Signal("MPa", 100.0), "frequency": Signal("Hz", 1.0)}
     outputs = {"crack_length": Signal("mm")}
     parameters = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 from twinloop.twins.model import Arrays, DegradationModel, Parameter, Signal
@@ -51,6 +52,7 @@ class Electromigration(DegradationModel):
 
     name = "electromigration"
     states = {"damage": "1", "life_factor": "1"}
+    state_limits = {"damage": (0.0, math.inf), "life_factor": (0.0, math.inf)}
     inputs = {"current_density": Signal("MA/cm^2", 1.0), "temperature": Signal("degC", 105.0)}
     outputs = {"resistance": Signal("ohm")}
     parameters = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Mapping
 
 from twinloop.errors import TwinError
@@ -70,6 +71,7 @@ class LiIonCapacityFade(DegradationModel):
 
     name = "li_ion_capacity_fade"
     states = {"cal_loss": "1", "cyc_loss": "1", "k": "1"}
+    state_limits = {"cal_loss": (0.0, 1.0), "cyc_loss": (0.0, 1.0), "k": (0.0, math.inf)}
     inputs = {"temperature": Signal("degC", 25.0), "current": Signal("A", 0.0), "soc": Signal("1", 0.5)}
     outputs = {"capacity": Signal("Ah")}
     parameters = {

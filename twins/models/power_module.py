@@ -37,6 +37,8 @@ class PowerModuleThermal(DegradationModel):
 
     name = "power_module_thermal"
     states = {"temperature": "degC", "damage": "1", "r_ca": "K/W", "k_ref": "1/s"}
+    state_limits = {"temperature": (-273.15, math.inf), "damage": (0.0, math.inf), "r_ca": (0.0, math.inf),
+                    "k_ref": (0.0, math.inf)}
     inputs = {"power": Signal("W", 0.0), "ambient": Signal("degC", 25.0), "fan": Signal("1", 1.0)}
     outputs = {"temperature": Signal("degC")}
     parameters = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Mapping
 
 from twinloop.errors import TwinError
@@ -40,6 +41,7 @@ class PumpBearingWear(DegradationModel):
 
     name = "pump_bearing"
     states = {"wear": "1", "k": "1/s"}
+    state_limits = {"wear": (0.0, math.inf), "k": (0.0, math.inf)}
     inputs = {"speed": Signal("rpm", 1480.0), "load": Signal("%", 100.0)}
     outputs = {"vibration": Signal("mm/s")}
     parameters = {

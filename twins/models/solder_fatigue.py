@@ -85,6 +85,7 @@ class SolderJointFatigue(DegradationModel):
 
     name = "solder_joint_fatigue"
     states = {"damage": "1", "life_factor": "1"}
+    state_limits = {"damage": (0.0, math.inf), "life_factor": (0.0, math.inf)}
     inputs = {"temperature_swing": Signal("K", 100.0), "cycle_rate": Signal("1/day", 1.0),
               "max_temperature": Signal("degC", 100.0)}
     outputs = {"rth_rise": Signal("%")}
