@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from twinloop.harness.fleet_record import FleetRecord, read_bundle
 from twinloop.harness.record import RunRecord
 from twinloop.harness.services import Services
 from twinloop.ledger.batch import build_manifest
+from twinloop.ledger.chain import LedgerEntry
 from twinloop.ledger.dsse import EthereumSigner
 
 #: HOME/batches.jsonl: one JSON line per run committed in a batch: {run_id, root, manifest_cid, tx}
@@ -92,31 +93,78 @@ def request_maintenance(record: RunRecord, services: Services) -> list[str]:
 
 
 def sync(services: Services) -> list[Committed]:
-    """Commit every bundle waiting in the outbox (a chain or store that was down); oldest first.
+    """Commit every bundle waiting in the outbox (a chain or store that was down), one record each; oldest first.
 
-    Each is committed exactly once: a run the chain already holds with the
-    same bundle is taken as done. One that the chain holds with another
-    bundle stays in the outbox and raises, since something is wrong.
+    Each is committed exactly once. First the clean-up a cut-off sync left
+    is finished (``_recover``: the batch named in HOME/batch-sending.json).
+    Then a run the chain already holds with the same bundle, alone or in a
+    batch HOME/batches.jsonl names, is taken as done. One that the chain
+    holds with another bundle stays in the outbox and raises, since
+    something is wrong.
     """
-    done = []
+    recovered = _recover(services)
+    done = [] if recovered is None else list(recovered.runs)
+    noted, manifests = batch_notes(services.home), {}
     for pending in sorted(services.outbox.glob("*.json"), key=lambda f: f.stat().st_mtime):
         data = pending.read_bytes()
         record = read_bundle(data)
         cid = services.ipfs.add(data)
-        try:
-            tx_hash = services.ledger.record(record.ledger_entry(cid))
-        except RunAlreadyRecordedError:
-            entry = services.ledger.get(record.run_id)
-            if entry.bundle_cid != cid:
-                raise LedgerTamperedError(f"run {record.run_id} waiting in {pending} is already on chain with "
-                                          f"bundle {entry.bundle_cid}, not {cid}; left in the outbox") from None
-            tx_hash = entry.tx_hash
-        else:
-            if isinstance(record, RunRecord):
-                request_maintenance(record, services)
+        found = _recorded(services, pending, record, cid, noted, manifests)
+        if found is None:
+            try:
+                found = Committed(record.run_id, cid, services.ledger.record(record.ledger_entry(cid)), record)
+            except RunAlreadyRecordedError:  # recorded since we looked (another sync)
+                found = _recorded(services, pending, record, cid, noted, manifests)
+                if found is None:
+                    raise
+            else:
+                if isinstance(record, RunRecord):
+                    request_maintenance(record, services)
         pending.unlink()
-        done.append(Committed(record.run_id, cid, tx_hash, record))
+        done.append(found)
     return done
+
+
+def _recorded(services: Services, pending: Path, record: RunRecord | FleetRecord, cid: str,
+              noted: dict[str, dict[str, Any]], manifests: dict[str, Any]) -> Committed | None:
+    """The run as the chain already holds it, alone or in a batch HOME/batches.jsonl names; None if it holds neither.
+
+    The one check of both syncs: a run on chain with another bundle than the
+    one waiting in ``pending`` raises LedgerTamperedError (the file stays).
+    ``manifests`` caches the noted batches' manifests by root.
+    """
+    try:
+        entry = services.ledger.get(record.run_id)
+        where = ""
+    except RunNotFoundError:
+        root = noted.get(record.run_id, {}).get("root")
+        found = _batched_entry(services, record.run_id, root, manifests) if isinstance(root, str) else None
+        if found is None:
+            return None
+        entry, where = found, f" in batch {root}"
+    if entry.bundle_cid != cid:
+        raise LedgerTamperedError(f"run {record.run_id} waiting in {pending} is already on chain{where} with "
+                                  f"bundle {entry.bundle_cid}, not {cid}; left in the outbox")
+    return Committed(record.run_id, cid, entry.tx_hash, record)
+
+
+def _batched_entry(services: Services, run_id: str, root: str, manifests: dict[str, Any]) -> LedgerEntry | None:
+    """Run ``run_id`` as the on-chain batch with ``root`` lists it; None if no such batch or it is not in it."""
+    if root not in manifests:
+        try:
+            batch = services.ledger.get_batch(root)
+        except BatchNotFoundError:
+            manifests[root] = None
+        else:
+            manifests[root] = (batch, services.ledger.read_manifest(batch, services.ipfs))
+    if manifests[root] is None:
+        return None
+    batch, manifest = manifests[root]
+    try:
+        entry = manifest.runs[manifest.index_of(run_id)]
+    except RunNotFoundError:
+        return None
+    return replace(entry, tx_hash=batch.tx_hash, block_number=batch.block_number, recorder=batch.recorder)
 
 
 @dataclass(frozen=True)
@@ -161,8 +209,11 @@ def _note_batch(home: Path, run_ids: list[str], root: str, manifest_cid: str, tx
         os.fsync(handle.fileno())
 
 
-def _finish_sent_batch(services: Services) -> BatchCommitted | None:
-    """A sync cut off after writing its intent: if that batch is on chain, note its runs and clear the outbox."""
+def _recover(services: Services) -> BatchCommitted | None:
+    """Both syncs start here: the batch a cut-off sync named in its intent, noted and out of the outbox if on chain.
+
+    If that batch never landed, the intent is dropped and its runs wait in the outbox as before.
+    """
     intent = services.home / BATCH_INTENT
     if not intent.exists():
         return None
@@ -189,23 +240,11 @@ def _finish_sent_batch(services: Services) -> BatchCommitted | None:
     return BatchCommitted(batch.root, batch.manifest_cid, batch.tx_hash, runs, already=True)
 
 
-def _noted_on_chain(services: Services, note: dict[str, Any] | None, pending: Path) -> bool:
-    """A run HOME/batches.jsonl already puts in a batch that is on chain (a clean-up cut short): drop its copy."""
-    if note is None:
-        return False
-    try:
-        services.ledger.get_batch(note["root"])
-    except (BatchNotFoundError, KeyError):
-        return False
-    pending.unlink()
-    return True
-
-
 def sync_batched(services: Services, size: int) -> tuple[list[Committed], list[BatchCommitted]]:
     """Commit the outbox in batches of up to ``size`` runs, one ``record_batch`` transaction each.
 
-    Returns the runs found already on chain as single records (same bundle:
-    done, as ``sync``) and the batches. Runs are batched in run-id order, so
+    Returns the runs found already on chain (alone, or in a noted batch, with
+    the same bundle: done, as ``sync``) and the batches. Runs are batched in run-id order, so
     the same outbox gives the same roots: a batch whose root is already on
     chain (an earlier sync cut off after its transaction) is taken as done,
     and so is the batch named in HOME/batch-sending.json, written before each
@@ -216,27 +255,22 @@ def sync_batched(services: Services, size: int) -> tuple[list[Committed], list[B
         raise ConfigError(f"--batch {size}: a batch holds at least one run")
     ledger = services.ledger
     batches: list[BatchCommitted] = []
-    finished = _finish_sent_batch(services)
+    finished = _recover(services)
     if finished is not None:
         batches.append(finished)
     singles: list[Committed] = []
     waiting: list[tuple[Path, Any, str]] = []
-    noted = batch_notes(services.home)
+    noted, manifests = batch_notes(services.home), {}
     for pending in sorted(services.outbox.glob("*.json")):
         data = pending.read_bytes()
         record = read_bundle(data)
         cid = services.ipfs.add(data)
-        try:
-            entry = ledger.get(record.run_id)
-        except RunNotFoundError:
-            if not _noted_on_chain(services, noted.get(record.run_id), pending):
-                waiting.append((pending, record, cid))
+        found = _recorded(services, pending, record, cid, noted, manifests)
+        if found is None:
+            waiting.append((pending, record, cid))
             continue
-        if entry.bundle_cid != cid:
-            raise LedgerTamperedError(f"run {record.run_id} waiting in {pending} is already on chain with "
-                                      f"bundle {entry.bundle_cid}, not {cid}; left in the outbox")
         pending.unlink()
-        singles.append(Committed(record.run_id, cid, entry.tx_hash, record))
+        singles.append(found)
     waiting.sort(key=lambda w: w[1].run_id)
     for start in range(0, len(waiting), size):
         chunk = waiting[start:start + size]
