@@ -17,6 +17,7 @@ from twinloop.harness.services import Services
 from twinloop.ledger.batch import build_manifest
 from twinloop.ledger.chain import LedgerEntry
 from twinloop.ledger.dsse import EthereumSigner
+from twinloop.ledger.durable import fsync_dir, write_atomic
 
 #: HOME/batches.jsonl: one JSON line per run committed in a batch: {run_id, root, manifest_cid, tx}
 BATCH_NOTES = "batches.jsonl"
@@ -32,17 +33,6 @@ class Committed:
     cid: str
     tx_hash: str
     record: RunRecord | FleetRecord  # as committed: a run's with its signed attestation
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write, fsync and rename, so a crash leaves the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def commit(record: RunRecord | FleetRecord, services: Services) -> Committed:
@@ -201,12 +191,15 @@ def _note_batch(home: Path, run_ids: list[str], root: str, manifest_cid: str, tx
     if not lines:
         return
     path = Path(home) / BATCH_NOTES
+    created = not path.exists()
     with open(path, "a") as handle:
         if handle.tell() and not path.read_bytes().endswith(b"\n"):
             handle.write("\n")  # after a line cut short
         handle.write("\n".join(lines) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
+    if created:
+        fsync_dir(path.parent)
 
 
 def _recover(services: Services) -> BatchCommitted | None:

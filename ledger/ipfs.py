@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from twinloop.errors import LedgerError, LedgerTamperedError, RunNotFoundError
+from twinloop.ledger.durable import make_dirs, replace_durably
 
 CHUNK_SIZE = 262144
 MAX_LINKS = 174
@@ -310,19 +311,19 @@ class BlockStore:
                 f"IPFS block {cid} is not in the blockstore at {self.root}") from None
 
     def put(self, cid: str, data: bytes) -> None:
-        """Store a block durably via temp file + ``os.replace``; the bytes must hash to the CID."""
+        """Store a block durably (temp file, fsync, rename, fsync of its directory); the bytes must hash to the CID."""
         path = self.path(cid)
         if not hashes_to(cid, data):
             raise LedgerError(f"refusing to store block under {cid}: its bytes hash to "
                               f"{cid_of(data, 1 if cid[0] == 'b' else 0, cid_codec(cid))}")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".data")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            replace_durably(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
