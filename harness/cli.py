@@ -32,7 +32,6 @@ from twinloop.harness.report import STYLE, commit_report, run_report, verify_rep
 from twinloop.harness.scenario import json_schema, load_points, select_point
 from twinloop.harness.runner import sigterm_interrupts
 from twinloop.harness.services import DEFAULT_HOME, ServiceOptions, Services
-from twinloop.ledger.car import export_car, import_car
 from twinloop.ledger.chain import MaintenanceRequest
 from twinloop.ledger.dsse import key_from_pem
 from twinloop.ledger.ipfs import import_file
@@ -393,7 +392,7 @@ def cmd_ledger_baseline(args: argparse.Namespace, console: Console) -> int:
 def cmd_ledger_export(args: argparse.Namespace, console: Console) -> int:
     with _services(args) as services:
         cid = services.ledger.get(args.run_id).bundle_cid  # reading needs no key
-        car = export_car(services.ipfs.store, cid)
+        car = services.ipfs.export_car(cid)
     if str(args.output) == "-":
         sys.stdout.flush()
         sys.stdout.buffer.write(car)
@@ -407,8 +406,8 @@ def cmd_ledger_export(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_ledger_import(args: argparse.Namespace, console: Console) -> int:
-    with _services(args) as services:  # only the home's IPFS store is used: no chain, no Ray
-        for root in import_car(args.car.read_bytes(), services.ipfs.store, str(args.car)):
+    with _services(args) as services:  # only the IPFS store is used (the home's, or --ipfs URL's): no chain, no Ray
+        for root in services.ipfs.import_car(args.car.read_bytes(), str(args.car)):
             console.print(root, highlight=False, markup=False, soft_wrap=True)
     return 0
 
@@ -468,8 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where to write the CAR (default: - , binary on stdout)")
     _service_args(exp_p)
     exp_p.set_defaults(func=cmd_ledger_export)
-    imp_p = led_sub.add_parser("import", help="store a CARv1 file's blocks in the home's IPFS store "
-                               "(every block checked against its CID); prints its roots")
+    imp_p = led_sub.add_parser("import", help="store a CARv1 file's blocks in the IPFS store (the home's, or "
+                               "the Kubo node at --ipfs URL; every block checked against its CID); prints its roots")
     imp_p.add_argument("car", type=Path, metavar="FILE.car")
     _service_args(imp_p)
     imp_p.set_defaults(func=cmd_ledger_import)

@@ -110,6 +110,11 @@ def _multihash(cid: str) -> bytes:
     return n.to_bytes(34, "big")
 
 
+def cid_version_of(cid: str) -> int:
+    """0 for a CIDv0 (``Qm...``), 1 for a base32 CIDv1; LedgerError for anything else twinloop does not read."""
+    return 0 if len(cid_bytes(cid)) == 34 else 1
+
+
 def cid_digest(cid: str) -> bytes:
     """The 32-byte sha2-256 digest inside a CIDv0 (``Qm...``); LedgerError for anything else."""
     return _multihash(cid)[2:]
@@ -330,7 +335,7 @@ class BlockStore:
 
 
 class EmbeddedIpfs:
-    """Add and cat files against a local BlockStore, verifying every block on the way out."""
+    """The ``IpfsStore`` (``ledger/store.py``) over a local BlockStore, verifying every block on the way out."""
 
     def __init__(self, root: Path) -> None:
         self.store = BlockStore(root)
@@ -350,6 +355,32 @@ class EmbeddedIpfs:
         for cid, block in blocks:
             self.store.put(cid, block)
         return root
+
+    def pin(self, cid: str) -> None:
+        """Check the whole DAG under ``cid`` is here and intact (nothing is ever removed from this store)."""
+        from twinloop.ledger.car import dag_blocks  # car builds on this module
+
+        for _ in dag_blocks(self.store, cid):
+            pass
+
+    def block_get(self, cid: str) -> bytes:
+        """One block's bytes, refused unless they hash to ``cid``."""
+        block = self.store.get(cid)
+        if not hashes_to(cid, block):
+            raise LedgerTamperedError(f"IPFS block {cid} is corrupted: its bytes do not hash to its CID")
+        return block
+
+    def export_car(self, cid: str) -> bytes:
+        """The DAG under ``cid`` as a CARv1 (``ledger/car.py``), every block checked."""
+        from twinloop.ledger import car
+
+        return car.export_car(self.store, cid)
+
+    def import_car(self, data: bytes, name: str = "CAR") -> list[str]:
+        """Check a CARv1 (every block, every root's whole DAG) and store its blocks; its roots."""
+        from twinloop.ledger import car
+
+        return car.import_car(data, self.store, name)
 
     def cat(self, cid: str) -> bytes:
         """Reassemble a file, checking each block's hash, the UnixFS structure and every size."""
