@@ -20,7 +20,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from twinloop.errors import ConfigError, LedgerError, RunNotFoundError, TwinloopError
 from twinloop.harness.batch_verify import verify_batched_run
-from twinloop.harness.commit import BATCH_NOTES, batch_notes, sync_batched
+from twinloop.harness.commit import BATCH_NOTES, batch_notes, noted_batch, sync_batched
 from twinloop.harness.fleet_record import FleetRecord, read_bundle
 from twinloop.harness.gate import gate
 from twinloop.harness.fleet_report import fleet_report, write_fleet_html
@@ -303,7 +303,7 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
                 console.print(f"run {args.run_id} is not recorded alone; {services.home / BATCH_NOTES} names "
                               f"batch {note['root']} (manifest {note['manifest_cid']}): verifying it as batched",
                               highlight=False, markup=False, soft_wrap=True)
-                v = verify_batched_run(args.run_id, services, root=note["root"], scenario_file=args.scenario,
+                v = verify_batched_run(args.run_id, services, **noted_batch(note), scenario_file=args.scenario,
                                        no_scenario_file=args.no_scenario_file, resimulate=not args.no_resimulate,
                                        signer=key, require_attestation=args.require_attestation)
         verify_report(console, v)

@@ -14,12 +14,13 @@ from twinloop.harness.attestation import attest
 from twinloop.harness.fleet_record import FleetRecord, read_bundle
 from twinloop.harness.record import RunRecord
 from twinloop.harness.services import Services
-from twinloop.ledger.batch import build_manifest
+from twinloop.ledger.batch import InclusionProof, Manifest, build_manifest
 from twinloop.ledger.chain import LedgerEntry
 from twinloop.ledger.dsse import EthereumSigner
 from twinloop.ledger.durable import fsync_dir, write_atomic
 
-#: HOME/batches.jsonl: one JSON line per run committed in a batch: {run_id, root, manifest_cid, tx}
+#: HOME/batches.jsonl: one JSON line per run committed in a batch: {run_id, root, manifest_cid, tx, bundle_cid,
+#: proof: {index, tree_size, leaf_hash, path}} (the last two where known), so verify needs no manifest
 BATCH_NOTES = "batches.jsonl"
 #: HOME/batch-sending.json: the batch being sent (root and run ids), written before its transaction
 BATCH_INTENT = "batch-sending.json"
@@ -184,10 +185,42 @@ def batch_notes(home: Path) -> dict[str, dict[str, Any]]:
     return notes
 
 
-def _note_batch(home: Path, run_ids: list[str], root: str, manifest_cid: str, tx_hash: str) -> None:
+def noted_batch(note: dict[str, Any]) -> dict[str, Any]:
+    """``verify_batched_run``'s batch arguments from a HOME/batches.jsonl line: the root, the proof and bundle if noted.
+
+    Nothing in the note is trusted: the proof must take the bundle's own leaf
+    to the root on chain. A note without a (well-formed) proof is verified
+    from the batch's manifest instead.
+    """
+    found: dict[str, Any] = {"root": note["root"]}
+    proof, cid = note.get("proof"), note.get("bundle_cid")
+    if isinstance(proof, dict) and isinstance(cid, str):
+        try:
+            made = InclusionProof(run_id=note["run_id"], index=int(proof["index"]), tree_size=int(proof["tree_size"]),
+                                  leaf_hash=str(proof["leaf_hash"]), path=tuple(str(h) for h in proof["path"]))
+            made.path_bytes()
+        except (KeyError, TypeError, ValueError):
+            return found
+        found.update(proof=made, bundle_cid=cid)
+    return found
+
+
+def _note_batch(home: Path, run_ids: list[str], root: str, manifest_cid: str, tx_hash: str,
+                manifest: Manifest | None) -> None:
+    """Append a line per run to HOME/batches.jsonl (with its bundle and inclusion proof, from ``manifest``)."""
     known = batch_notes(home)
-    lines = [json.dumps({"run_id": r, "root": root, "manifest_cid": manifest_cid, "tx": tx_hash})
-             for r in run_ids if known.get(r, {}).get("root") != root]
+    proofs = {} if manifest is None else manifest.proofs()
+    bundles = {} if manifest is None else {r.run_id: r.bundle_cid for r in manifest.runs}
+    lines = []
+    for run_id in run_ids:
+        if known.get(run_id, {}).get("root") == root:
+            continue
+        note: dict[str, Any] = {"run_id": run_id, "root": root, "manifest_cid": manifest_cid, "tx": tx_hash}
+        if run_id in proofs:
+            proof = proofs[run_id]
+            note.update(bundle_cid=bundles[run_id], proof={"index": proof.index, "tree_size": proof.tree_size,
+                                                           "leaf_hash": proof.leaf_hash, "path": list(proof.path)})
+        lines.append(json.dumps(note))
     if not lines:
         return
     path = Path(home) / BATCH_NOTES
@@ -221,7 +254,11 @@ def _recover(services: Services) -> BatchCommitted | None:
     except BatchNotFoundError:
         intent.unlink()  # the transaction never landed; its runs are still in the outbox
         return None
-    _note_batch(services.home, run_ids, batch.root, batch.manifest_cid, batch.tx_hash)
+    try:
+        manifest = services.ledger.read_manifest(batch, services.ipfs)
+    except LedgerError:
+        manifest = None  # noted without proofs: verify reads the manifest where it can
+    _note_batch(services.home, run_ids, batch.root, batch.manifest_cid, batch.tx_hash, manifest)
     runs = []
     for run_id in run_ids:
         pending = services.outbox / f"{run_id}.json"
@@ -242,7 +279,7 @@ def sync_batched(services: Services, size: int) -> tuple[list[Committed], list[B
     chain (an earlier sync cut off after its transaction) is taken as done,
     and so is the batch named in HOME/batch-sending.json, written before each
     transaction. Each batched run gets a line in HOME/batches.jsonl (root,
-    manifest CID, tx), written before its outbox file is removed.
+    manifest CID, tx, bundle and inclusion proof), written before its outbox file is removed.
     """
     if size < 1:
         raise ConfigError(f"--batch {size}: a batch holds at least one run")
@@ -282,7 +319,7 @@ def sync_batched(services: Services, size: int) -> tuple[list[Committed], list[B
                 (services.home / BATCH_INTENT).unlink(missing_ok=True)
                 raise type(err)(f"{err} (runs {', '.join(run_ids)} are kept in {services.outbox})") from err
             already, manifest_cid, tx_hash = False, receipt.manifest_cid, receipt.tx_hash
-        _note_batch(services.home, run_ids, root, manifest_cid, tx_hash)
+        _note_batch(services.home, run_ids, root, manifest_cid, tx_hash, manifest)
         for pending, _, _ in chunk:
             pending.unlink(missing_ok=True)
         (services.home / BATCH_INTENT).unlink(missing_ok=True)

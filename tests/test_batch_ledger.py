@@ -30,7 +30,7 @@ from twinloop.harness.batch_verify import verify_batched_run
 from twinloop.harness.record import RunRecord
 from twinloop.harness.services import Services
 from twinloop.ledger import bundle, merkle
-from twinloop.ledger.batch import LEAF_SIZE, build_manifest, parse_manifest, run_leaf
+from twinloop.ledger.batch import LEAF_SIZE, InclusionProof, build_manifest, parse_manifest, run_leaf
 from twinloop.ledger.chain import LedgerEntry, RunLedgerClient
 
 BUNDLE = Path(__file__).parent / "data" / "run-v2-thermal-cycling.json"
@@ -257,6 +257,65 @@ def test_a_batch_of_10_is_one_slot_and_every_run_verifies_by_its_proof(services:
     assert by_cid.ok and by_cid.entry.tx_hash == receipt.tx_hash
     with pytest.raises(BatchAlreadyRecordedError, match=receipt.root):
         ledger.record_batch(entries, services.ipfs)
+
+
+@pytest.fixture(scope="module")
+def batch_of_6(twinloop_ledger: Services) -> tuple[list[LedgerEntry], object]:
+    """Six real bundles recorded in one batch (shared by the mutation tests: a batch is written once)."""
+    _, entries = _batch_of_bundles(twinloop_ledger, 6, 0xB15)
+    return entries, twinloop_ledger.ledger.record_batch(entries, twinloop_ledger.ipfs)
+
+
+def _mutated_proofs(good: InclusionProof, root: bytes, leaf: bytes) -> dict[str, InclusionProof]:
+    """``_mutations`` as InclusionProofs (index, tree size, path, leaf hash); the wrong roots are tested apart."""
+    out = {}
+    for name, (m_leaf, m_index, m_size, m_path, m_root) in _mutations(
+            good.index, good.tree_size, good.path_bytes(), root, leaf).items():
+        if m_root == root:
+            out[name] = replace(good, index=m_index, tree_size=m_size, path=tuple(p.hex() for p in m_path),
+                                leaf_hash=merkle.leaf_hash(m_leaf).hex())
+    return out
+
+
+@pytest.mark.parametrize("via", ["proof and bundle", "manifest"])
+@pytest.mark.parametrize("index", [0, 5])
+def test_ct_mutation_vectors_are_rejected_by_verify_batched_run(services: Services, batch_of_6: tuple,
+                                                                index: int, via: str) -> None:
+    """Each mutation of a real run's proof fails "inclusion proof", verified from its bundle or from the manifest."""
+    entries, receipt = batch_of_6
+    run = entries[index]
+    good = receipt.proofs[run.run_id]
+    bundle_cid = run.bundle_cid if via == "proof and bundle" else None
+
+    def check(proof: InclusionProof, cid: str | None = bundle_cid) -> set[str]:
+        v = verify_batched_run(run.run_id, services, root=receipt.root, proof=proof, bundle_cid=cid,
+                               no_scenario_file=True)
+        return {c.name for c in v.checks if c.status == "failed"}
+
+    assert check(good) == set()
+    mutated = _mutated_proofs(good, bytes.fromhex(receipt.root[2:]), run_leaf(run))
+    assert {"wrong index +1", "wrong tree size *2", "wrong leaf", "changed sibling 0", "missing sibling (last)",
+            "extra sibling: inserted"} <= set(mutated)
+    passed = [name for name, proof in mutated.items() if "inclusion proof" not in check(proof)]
+    assert passed == []
+    if via == "proof and bundle":  # the leaf itself wrong: another run's bundle under this run's proof
+        assert "inclusion proof" in check(good, entries[(index + 1) % 6].bundle_cid)
+    for wrong_root in (EMPTY_ROOT, SOME_HASH):  # a root that is not on chain has no batch to be proven in
+        with pytest.raises(BatchNotFoundError):
+            verify_batched_run(run.run_id, services, root="0x" + wrong_root.hex(), proof=good, bundle_cid=bundle_cid,
+                               no_scenario_file=True)
+
+
+def test_a_run_is_verified_from_its_bundle_and_proof_without_the_manifest(services: Services,
+                                                                          batch_of_6: tuple) -> None:
+    entries, receipt = batch_of_6
+    run = entries[2]
+    v = verify_batched_run(run.run_id, services, root=receipt.root, proof=receipt.proofs[run.run_id],
+                           bundle_cid=run.bundle_cid, no_scenario_file=True, require_attestation=True)
+    assert v.ok, [c for c in v.checks if c.status == "failed"]
+    names = [c.name for c in v.checks]
+    assert "inclusion proof" in names and "batch manifest" not in names and "in batch" not in names
+    assert v.entry.tx_hash == receipt.tx_hash and v.entry.bundle_cid == run.bundle_cid
 
 
 def test_a_run_not_in_the_batch_is_refused(services: Services) -> None:

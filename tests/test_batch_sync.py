@@ -242,3 +242,33 @@ def test_a_batch_sync_killed_after_the_manifest_is_on_ipfs_but_before_the_transa
     assert "is empty" in capsys.readouterr().out
     for run_id in run_ids:
         assert main(["verify", run_id, "--no-scenario-file", "--require-attestation", *where]) == 0
+
+
+def test_a_noted_batched_run_verifies_from_its_bundle_and_noted_proof_without_the_manifest(
+        twinloop_ledger: Services, tmp_path: Path, where: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    live, home = twinloop_ledger.ledger, tmp_path / "bench"
+    run_ids = fill_outbox(home, live, 3, 0xBA7C6)
+    assert main(["ledger", "sync", "--batch", "3", *where]) == 0
+    capsys.readouterr()
+    noted = {n["run_id"]: n for n in notes(home)}
+    assert {n["proof"]["tree_size"] for n in noted.values()} == {3} and all(n["bundle_cid"] for n in noted.values())
+    manifest_cid = noted[run_ids[0]]["manifest_cid"]
+    EmbeddedIpfs(home / "ipfs").store.path(manifest_cid).unlink()  # the manifest is gone from the bench's store
+
+    assert main(["verify", run_ids[0], "--no-scenario-file", "--require-attestation", *where]) == 0
+    out = capsys.readouterr().out
+    assert "inclusion proof" in out and "batch manifest" not in out and "NOT VERIFIED" not in out
+    # the same run through the manifest cannot be checked now
+    assert main(["verify", run_ids[0], "--batch", noted[run_ids[0]]["root"], "--no-scenario-file", *where]) != 0
+    capsys.readouterr()
+
+    # a note is a hint, never trusted: a changed sibling fails the proof
+    lines = []
+    for n in notes(home):
+        if n["run_id"] == run_ids[1]:
+            n["proof"]["path"][0] = "00" * 32
+        lines.append(json.dumps(n))
+    (home / BATCH_NOTES).write_text("\n".join(lines) + "\n")
+    assert main(["verify", run_ids[1], "--no-scenario-file", *where]) == 1
+    out = capsys.readouterr().out
+    assert "NOT VERIFIED" in out and "inclusion proof" in out
