@@ -32,14 +32,14 @@ from pathlib import Path
 
 from securesystemslib.signer import Key
 
-from twinloop.errors import LedgerError, LedgerTamperedError, RunNotFoundError
+from twinloop.errors import ConfigError, LedgerError, LedgerTamperedError, RunNotFoundError
 from twinloop.harness.fleet_record import FleetRecord, read_bundle
 from twinloop.harness.services import Services
 from twinloop.harness.verify import Verification, check_bundle
 from twinloop.ledger import merkle
 from twinloop.ledger.batch import InclusionProof, parse_manifest, run_leaf
 from twinloop.ledger.chain import BatchRecord, LedgerEntry
-from twinloop.ledger.ipfs import import_file
+from twinloop.ledger.ipfs import cid_bytes, import_file
 
 
 def _bundle_entry(data: bytes, cid: str) -> LedgerEntry | None:
@@ -157,6 +157,19 @@ def _manifest_entry(v: Verification, services: Services, batch: BatchRecord, nam
               "the leaf recomputed from the bundle differs from the manifest's leaf (run id, scenario hash, "
               "DUT, bundle digest or verdict)")
     return _on_chain(entry, batch)
+
+
+def batch_argument(text: str) -> tuple[str | None, str | None]:
+    """``verify --batch X``: (X, None) for a Merkle root (0x and 64 hex), (None, X) for a manifest's CIDv0 or CIDv1."""
+    digits = text.removeprefix("0x")
+    if text.startswith("0x") or (len(digits) == 64 and all(c in "0123456789abcdefABCDEF" for c in digits)):
+        return text, None
+    try:
+        cid_bytes(text)
+    except LedgerError:
+        raise ConfigError(f"--batch {text}: neither a batch root (0x and 64 hex digits) nor a manifest CID "
+                          "(Qm... or base32 b...)") from None
+    return None, text
 
 
 def verify_batched_run(run_id: str, services: Services, *, root: str | None = None,

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from twinloop.errors import ConfigError, LedgerError, RunNotFoundError, TwinloopError
-from twinloop.harness.batch_verify import verify_batched_run
+from twinloop.harness.batch_verify import batch_argument, verify_batched_run
 from twinloop.harness.commit import BATCH_NOTES, batch_notes, noted_batch, sync_batched
 from twinloop.harness.fleet_record import FleetRecord, read_bundle
 from twinloop.harness.gate import gate
@@ -287,10 +287,10 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
             except ValueError as err:
                 raise ConfigError(f"--public-key {args.public_key}: not a PEM public key: {err}") from err
         if args.batch:
-            root, cid = (None, args.batch) if args.batch.startswith("Qm") else (args.batch, None)
+            root, cid = batch_argument(args.batch)
             v = verify_batched_run(args.run_id, services, root=root, manifest_cid=cid, scenario_file=args.scenario,
-                                   no_scenario_file=args.no_scenario_file, signer=key,
-                                   require_attestation=args.require_attestation)
+                                   no_scenario_file=args.no_scenario_file, resimulate=not args.no_resimulate,
+                                   signer=key, require_attestation=args.require_attestation)
         else:
             try:
                 v = Pipeline(services).verify(args.run_id, args.scenario, no_scenario_file=args.no_scenario_file,
@@ -512,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--no-scenario-file", action="store_true",
                        help="verify without a scenario file (the recorded text is re-judged as recorded)")
     ver.add_argument("--batch", metavar="ROOT|MANIFEST_CID",
-                     help="the run was recorded in a batch: its Merkle root (0x...) or manifest CID (Qm...)")
+                     help="the run was recorded in a batch: its Merkle root (0x...) or manifest CID (Qm... or b...)")
     ver.add_argument("--public-key", type=Path, metavar="PEM",
                      help="the bench's public key that signed the attestation (default: the recorder's address)")
     ver.add_argument("--require-attestation", action="store_true",

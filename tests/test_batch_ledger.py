@@ -436,3 +436,69 @@ def test_twinloop_verify_checks_a_batched_run_by_root_or_manifest(services: Serv
     ledger.record(other)
     assert main(["verify", other.run_id, "--batch", receipt.root, *where]) == 1  # not in that batch
     assert "NOT VERIFIED" in capsys.readouterr().out
+
+
+TINY_FLEET = """\
+fleet: batched-pumps
+seed: 5
+horizon: 30 d
+dt: 1 h
+groups:
+  - name: pumps
+    model: pump_bearing
+    units: 40
+    params: {k: 1.2e-8}
+    vary: {k: {lognormal: 0.4}}
+    profile: {speed: 1480 rpm, load: {cycle: [100, 60], every: 12 h}}
+"""
+
+
+def _forged_fleet(path: Path) -> "FleetRecord":
+    """A fleet record (no Ray: simulated in this process) whose first group claims one failure fewer."""
+    from twinloop.harness.fleet_record import FleetInfo, FleetRecord, FleetRun, GroupOutcome
+    from twinloop.harness.runner import software_versions
+    from twinloop.twins.fleet import run_local
+    from twinloop.twins.fleet_spec import load_fleet
+
+    source = load_fleet(path)
+    plan = source.plan
+    groups = [GroupOutcome.model_validate(vars(g)) for g in run_local(plan)]
+    groups[0] = groups[0].model_copy(update={"failed": groups[0].failed + 1})
+    return FleetRecord(run_id=str(uuid.uuid4()), fleet=FleetInfo(name=plan.fleet, path=str(path),
+                                                                 sha256=source.sha256, text=source.text),
+                       seed=plan.seed, horizon_s=plan.horizon, dt_s=plan.dt, steps=plan.steps, units=plan.units,
+                       software=software_versions(), started_at="2025-01-01T00:00:00Z",
+                       finished_at="2025-01-01T00:00:01Z", groups=groups,
+                       run=FleetRun(ray="local", shards=1, array="numpy", wall_s=1.0, stepping_s=1.0, twin_steps=1,
+                                    twin_steps_per_s=1.0, restarts=0))
+
+
+def test_verify_batch_takes_a_cidv1_manifest_and_honours_no_resimulate(services: Services, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from twinloop.harness.cli import main
+
+    ledger = services.ledger
+    fleet_file = tmp_path / "fleet.yaml"
+    fleet_file.write_text(TINY_FLEET)
+    fleet = _forged_fleet(fleet_file)
+    _, entries = _batch_of_bundles(services, 2, 0xC13)
+    entries.append(fleet.ledger_entry(services.ipfs.add(fleet.to_bytes())))
+    receipt = ledger.record_batch(entries, services.ipfs)
+    where = ["--chain", ledger.rpc_url, "--contract", ledger.address, "--home", str(services.home)]
+
+    # the manifest named by its CIDv1 (raw leaf, bafk...): the same bytes as the CIDv0 on chain
+    v1 = services.ipfs.add(services.ipfs.cat(receipt.manifest_cid), cid_version=1)
+    assert v1.startswith("bafk")
+    assert main(["verify", entries[0].run_id, "--batch", v1, "--no-scenario-file", *where]) == 0
+    out = capsys.readouterr().out
+    assert "inclusion proof" in out and "NOT VERIFIED" not in out
+    assert main(["verify", entries[0].run_id, "--batch", "not-a-cid", "--no-scenario-file", *where]) == 2
+    assert "neither a batch root" in capsys.readouterr().err
+
+    # the forged fleet: caught by simulating it again, skipped (and so verified) with --no-resimulate
+    assert main(["verify", fleet.run_id, "--batch", receipt.root, "--scenario", str(fleet_file), *where]) == 1
+    assert "re-simulated" in capsys.readouterr().out
+    assert main(["verify", fleet.run_id, "--batch", receipt.root, "--scenario", str(fleet_file),
+                 "--no-resimulate", *where]) == 0
+    out = capsys.readouterr().out
+    assert "not simulated again" in out and "NOT VERIFIED" not in out
