@@ -172,6 +172,25 @@ def batch_argument(text: str) -> tuple[str | None, str | None]:
     return None, text
 
 
+def batched_entry(run_id: str, services: Services, batch: str | None = None) -> LedgerEntry:
+    """Run ``run_id`` as an on-chain batch's manifest lists it (checked against the chain's root and size).
+
+    The batch is the one named (``verify --batch``'s argument), else the one
+    HOME/batches.jsonl notes for the run; RunNotFoundError if neither has it.
+    """
+    from twinloop.harness.commit import BATCH_NOTES, batch_notes  # commit's notes; commit does not import this
+
+    root, manifest_cid = batch_argument(batch) if batch is not None else (None, None)
+    if batch is None:
+        root = batch_notes(services.home).get(run_id, {}).get("root")
+        if not isinstance(root, str):
+            raise RunNotFoundError(f"run {run_id} is not recorded alone, and {services.home / BATCH_NOTES} names "
+                                   "no batch for it (name one with --batch ROOT|MANIFEST_CID)")
+    found, _ = _batch_for(services, root, manifest_cid)
+    manifest = services.ledger.read_manifest(found, services.ipfs)
+    return _on_chain(manifest.runs[manifest.index_of(run_id)], found)
+
+
 def verify_batched_run(run_id: str, services: Services, *, root: str | None = None,
                        manifest_cid: str | None = None, proof: InclusionProof | None = None,
                        bundle_cid: str | None = None, scenario_file: Path | None = None,

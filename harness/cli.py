@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from twinloop.errors import ConfigError, LedgerError, RunNotFoundError, TwinloopError
-from twinloop.harness.batch_verify import batch_argument, verify_batched_run
+from twinloop.harness.batch_verify import batch_argument, batched_entry, verify_batched_run
 from twinloop.harness.commit import BATCH_NOTES, batch_notes, noted_batch, sync_batched
 from twinloop.harness.fleet_record import FleetRecord, read_bundle
 from twinloop.harness.gate import gate
@@ -391,7 +391,10 @@ def cmd_ledger_baseline(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_ledger_export(args: argparse.Namespace, console: Console) -> int:
     with _services(args) as services:
-        cid = services.ledger.get(args.run_id).bundle_cid  # reading needs no key
+        try:
+            cid = services.ledger.get(args.run_id).bundle_cid  # reading needs no key
+        except RunNotFoundError:  # a batched run: its batch's manifest names the bundle
+            cid = batched_entry(args.run_id, services, args.batch).bundle_cid
         car = services.ipfs.export_car(cid)
     if str(args.output) == "-":
         sys.stdout.flush()
@@ -465,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp_p.add_argument("run_id")
     exp_p.add_argument("-o", "--output", type=Path, default=Path("-"), metavar="FILE",
                        help="where to write the CAR (default: - , binary on stdout)")
+    exp_p.add_argument("--batch", metavar="ROOT|MANIFEST_CID",
+                       help="a run recorded in a batch: the batch (default: the one HOME/batches.jsonl notes)")
     _service_args(exp_p)
     exp_p.set_defaults(func=cmd_ledger_export)
     imp_p = led_sub.add_parser("import", help="store a CARv1 file's blocks in the IPFS store (the home's, or "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -43,7 +44,8 @@ def commit(record: RunRecord | FleetRecord, services: Services) -> Committed:
     DSSE envelope, by the recorder's key (or the bench's configured signer).
 
     The bundle is written to the outbox first and removed only once the chain
-    has it, so a failure at any later point loses nothing.
+    has it and its maintenance requests, so a failure at any later point
+    loses nothing: ``sync`` finishes what is left, sending no request twice.
     """
     if isinstance(record, RunRecord) and record.attestation is None:
         record = attest(record, services.signer or EthereumSigner(services.recorder))
@@ -55,32 +57,57 @@ def commit(record: RunRecord | FleetRecord, services: Services) -> Committed:
         tx_hash = services.ledger.record(record.ledger_entry(cid))
     except LedgerError as err:
         raise type(err)(f"{err} (run {record.run_id} is kept in {pending})") from err
+    _maintain(record, services, pending)
     pending.unlink()
-    if isinstance(record, RunRecord):
-        request_maintenance(record, services)
     return Committed(record.run_id, cid, tx_hash, record)
 
 
-def request_maintenance(record: RunRecord, services: Services) -> list[str]:
+def request_maintenance(record: RunRecord, services: Services, since_block: int | None = None) -> list[str]:
     """Put the run's maintenance requests (an intelligent twin's decisions) on chain; the tx hashes.
 
     They follow the run's record, so a maintenance system watching the chain
-    (``twinloop ledger watch``) can act on them. A failure here names the
-    device; the run itself is already committed and its bundle keeps the event.
+    (``twinloop ledger watch``) can act on them. With ``since_block`` (the
+    block of the run's record or batch: a commit cut short is being finished)
+    a request already on chain since then, for this run, is not sent again.
+    A failure here names the device; the run itself is already committed.
     """
-    sent = []
+    wanted = []
     for e in record.events:
-        if e.kind != "maintenance_request":
-            continue
-        reason = str(e.data.get("maintenance") or e.message).encode()[:256].decode(errors="ignore")
+        if e.kind == "maintenance_request":
+            reason = str(e.data.get("maintenance") or e.message).encode()[:256].decode(errors="ignore")
+            wanted.append((e.device or "", e.data.get("rul_s") or 0.0, e.data.get("below_s") or 0.0, reason))
+    if wanted and since_block is not None:
+        there = [(r.device, r.rul_seconds, r.limit_seconds, r.reason)
+                 for r in services.ledger.maintenance_requests(since_block, run_id=record.run_id)]
+        left = []
+        for device, rul, limit, reason in wanted:
+            key = (device, math.floor(rul), math.floor(limit), reason) if all(map(math.isfinite, (rul, limit))) \
+                else None
+            if key in there:
+                there.remove(key)  # sent before the cut: each on chain once
+            else:
+                left.append((device, rul, limit, reason))
+        wanted = left
+    sent = []
+    for device, rul, limit, reason in wanted:
         try:
-            sent.append(services.ledger.request_maintenance(
-                record.run_id, record.dut.id, record.dut.version, e.device or "", e.data.get("rul_s") or 0.0,
-                e.data.get("below_s") or 0.0, reason))
+            sent.append(services.ledger.request_maintenance(record.run_id, record.dut.id, record.dut.version,
+                                                            device, rul, limit, reason))
         except LedgerError as err:
             raise type(err)(f"run {record.run_id} is committed, but its maintenance request for device "
-                            f"'{e.device}' was not sent: {err}") from err
+                            f"'{device}' was not sent: {err}") from err
     return sent
+
+
+def _maintain(record: RunRecord | FleetRecord, services: Services, pending: Path,
+              since_block: int | None = None) -> None:
+    """A run's maintenance requests, sent before its outbox copy goes (a fleet has none)."""
+    if not isinstance(record, RunRecord):
+        return
+    try:
+        request_maintenance(record, services, since_block)
+    except LedgerError as err:
+        raise type(err)(f"{err} (it stays in {pending}; 'twinloop ledger sync' sends what is left)") from err
 
 
 def sync(services: Services) -> list[Committed]:
@@ -103,22 +130,23 @@ def sync(services: Services) -> list[Committed]:
         found = _recorded(services, pending, record, cid, noted, manifests)
         if found is None:
             try:
-                found = Committed(record.run_id, cid, services.ledger.record(record.ledger_entry(cid)), record)
+                tx_hash = services.ledger.record(record.ledger_entry(cid))
             except RunAlreadyRecordedError:  # recorded since we looked (another sync)
                 found = _recorded(services, pending, record, cid, noted, manifests)
                 if found is None:
                     raise
             else:
-                if isinstance(record, RunRecord):
-                    request_maintenance(record, services)
+                found = Committed(record.run_id, cid, tx_hash, record), None
+        _maintain(record, services, pending, found[1])
         pending.unlink()
-        done.append(found)
+        done.append(found[0])
     return done
 
 
 def _recorded(services: Services, pending: Path, record: RunRecord | FleetRecord, cid: str,
-              noted: dict[str, dict[str, Any]], manifests: dict[str, Any]) -> Committed | None:
-    """The run as the chain already holds it, alone or in a batch HOME/batches.jsonl names; None if it holds neither.
+              noted: dict[str, dict[str, Any]], manifests: dict[str, Any]) -> tuple[Committed, int] | None:
+    """The run as the chain already holds it, alone or in a batch HOME/batches.jsonl names, and the block it is in;
+    None if the chain holds neither.
 
     The one check of both syncs: a run on chain with another bundle than the
     one waiting in ``pending`` raises LedgerTamperedError (the file stays).
@@ -136,7 +164,7 @@ def _recorded(services: Services, pending: Path, record: RunRecord | FleetRecord
     if entry.bundle_cid != cid:
         raise LedgerTamperedError(f"run {record.run_id} waiting in {pending} is already on chain{where} with "
                                   f"bundle {entry.bundle_cid}, not {cid}; left in the outbox")
-    return Committed(record.run_id, cid, entry.tx_hash, record)
+    return Committed(record.run_id, cid, entry.tx_hash, record), entry.block_number
 
 
 def _batched_entry(services: Services, run_id: str, root: str, manifests: dict[str, Any]) -> LedgerEntry | None:
@@ -265,6 +293,7 @@ def _recover(services: Services) -> BatchCommitted | None:
         if pending.exists():
             data = pending.read_bytes()
             runs.append(Committed(run_id, services.ipfs.add(data), batch.tx_hash, read_bundle(data)))
+            _maintain(runs[-1].record, services, pending, batch.block_number)
             pending.unlink()
     intent.unlink()
     return BatchCommitted(batch.root, batch.manifest_cid, batch.tx_hash, runs, already=True)
@@ -299,8 +328,9 @@ def sync_batched(services: Services, size: int) -> tuple[list[Committed], list[B
         if found is None:
             waiting.append((pending, record, cid))
             continue
+        _maintain(record, services, pending, found[1])
         pending.unlink()
-        singles.append(found)
+        singles.append(found[0])
     waiting.sort(key=lambda w: w[1].run_id)
     for start in range(0, len(waiting), size):
         chunk = waiting[start:start + size]
@@ -310,7 +340,7 @@ def sync_batched(services: Services, size: int) -> tuple[list[Committed], list[B
         root = "0x" + manifest.root.hex()
         try:
             found = ledger.get_batch(root)
-            already, manifest_cid, tx_hash = True, found.manifest_cid, found.tx_hash
+            already, manifest_cid, tx_hash, since = True, found.manifest_cid, found.tx_hash, found.block_number
         except BatchNotFoundError:
             write_atomic(services.home / BATCH_INTENT, json.dumps({"root": root, "runs": run_ids}).encode())
             try:
@@ -318,15 +348,12 @@ def sync_batched(services: Services, size: int) -> tuple[list[Committed], list[B
             except LedgerError as err:
                 (services.home / BATCH_INTENT).unlink(missing_ok=True)
                 raise type(err)(f"{err} (runs {', '.join(run_ids)} are kept in {services.outbox})") from err
-            already, manifest_cid, tx_hash = False, receipt.manifest_cid, receipt.tx_hash
+            already, manifest_cid, tx_hash, since = False, receipt.manifest_cid, receipt.tx_hash, None
         _note_batch(services.home, run_ids, root, manifest_cid, tx_hash, manifest)
-        for pending, _, _ in chunk:
+        for pending, record, _ in chunk:  # each run's requests, then its outbox copy goes
+            _maintain(record, services, pending, since)
             pending.unlink(missing_ok=True)
         (services.home / BATCH_INTENT).unlink(missing_ok=True)
-        if not already:
-            for _, record, _ in chunk:
-                if isinstance(record, RunRecord):
-                    request_maintenance(record, services)
         batches.append(BatchCommitted(root, manifest_cid, tx_hash,
                                       [Committed(r.run_id, c, tx_hash, r) for _, r, c in chunk], already))
     return singles, batches

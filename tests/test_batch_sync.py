@@ -272,3 +272,25 @@ def test_a_noted_batched_run_verifies_from_its_bundle_and_noted_proof_without_th
     assert main(["verify", run_ids[1], "--no-scenario-file", *where]) == 1
     out = capsys.readouterr().out
     assert "NOT VERIFIED" in out and "inclusion proof" in out
+
+
+def test_ledger_export_finds_a_batched_run_by_its_note_or_by_batch(
+        twinloop_ledger: Services, tmp_path: Path, where: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from twinloop.ledger.car import read_car
+
+    live, home = twinloop_ledger.ledger, tmp_path / "bench"
+    run_ids = fill_outbox(home, live, 2, 0xBA7C7)
+    assert main(["ledger", "sync", "--batch", "2", *where]) == 0
+    capsys.readouterr()
+    note = {n["run_id"]: n for n in notes(home)}[run_ids[1]]
+    car = tmp_path / "run.car"
+    assert main(["ledger", "export", run_ids[1], "-o", str(car), *where]) == 0  # found through HOME/batches.jsonl
+    assert read_car(car.read_bytes()).roots == [note["bundle_cid"]]
+    (home / BATCH_NOTES).unlink()
+    assert main(["ledger", "export", run_ids[1], "-o", str(car), *where]) == 2
+    assert "names no batch for it" in capsys.readouterr().err
+    for batch in (note["root"], note["manifest_cid"]):
+        assert main(["ledger", "export", run_ids[1], "-o", str(car), "--batch", batch, *where]) == 0
+        assert read_car(car.read_bytes()).roots == [note["bundle_cid"]]
+    assert main(["ledger", "export", str(uuid.uuid4()), "--batch", note["root"], *where]) == 2  # not in that batch
+    assert "is not in the batch" in capsys.readouterr().err
