@@ -1,4 +1,4 @@
-"""A Kubo daemon as twinloop's IPFS store, through its RPC API (``/api/v0/...``): the ``IpfsStore`` of ``ledger/store.py``.
+"""A Kubo daemon as twinloop's IPFS store (``ledger/store.py``'s ``IpfsStore``), through its RPC API (``/api/v0``).
 
 Every call is an HTTP POST (Kubo answers GET with 405) with arguments as query
 parameters and files as multipart/form-data in a field named ``file``; errors

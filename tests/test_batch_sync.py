@@ -89,7 +89,7 @@ def batch_logs(ledger: RunLedgerClient, root: str) -> int:
 
 
 def kill_a_batch_sync(home: Path, ledger: RunLedgerClient, size: int, when: str) -> None:
-    """``sync_batched`` in a real process that dies (``os._exit(17)``) just after or just before its first transaction."""
+    """``sync_batched`` in a real process that dies (``os._exit(17)``) just after or before its first transaction."""
     env = {**os.environ, KEY_ENV: ledger.account.key.hex()}
     died = subprocess.run([sys.executable, "-c", DYING_SYNC, str(home), ledger.rpc_url, ledger.address, str(size),
                            when], env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)

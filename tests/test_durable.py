@@ -52,7 +52,8 @@ def test_write_atomic_fsyncs_the_file_then_its_directory_after_the_rename(tmp_pa
     renamed = calls.index(("replace", str(path.resolve())))
     assert ("fsync file", str(path.resolve()) + ".tmp") in calls[:renamed] and _synced_after_rename(calls, path)
     # the directories it made are durable in their parents too
-    assert ("fsync dir", str(tmp_path.resolve())) in calls and ("fsync dir", str((tmp_path / "home").resolve())) in calls
+    for made in (tmp_path, tmp_path / "home"):
+        assert ("fsync dir", str(made.resolve())) in calls
     calls.clear()
     write_atomic(path, b"again")  # over an existing file
     assert path.read_bytes() == b"again" and _synced_after_rename(calls, path)
