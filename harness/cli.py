@@ -29,8 +29,8 @@ from twinloop.errors import (
     RunNotFoundError,
     TwinloopError,
 )
-from twinloop.harness.batch_verify import verify_batched_run
-from twinloop.harness.commit import BATCH_NOTES, batch_notes, sync_batched
+from twinloop.harness.batch_verify import batch_argument, batched_entry, verify_batched_run
+from twinloop.harness.commit import BATCH_NOTES, batch_notes, noted_batch, sync_batched
 from twinloop.harness.fleet_record import FleetRecord, read_bundle
 from twinloop.harness.gate import gate
 from twinloop.harness.fleet_report import fleet_report, write_fleet_html
@@ -42,7 +42,6 @@ from twinloop.harness.report import STYLE, commit_report, run_report, verify_rep
 from twinloop.harness.scenario import json_schema, load_points, select_point
 from twinloop.harness.runner import sigterm_interrupts
 from twinloop.harness.services import DEFAULT_HOME, ServiceOptions, Services
-from twinloop.ledger.car import export_car, import_car
 from twinloop.ledger.chain import MaintenanceRequest
 from twinloop.ledger.dsse import key_from_pem_file
 from twinloop.ledger.ipfs import import_file
@@ -296,23 +295,23 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     with _services(args) as services:
         key = key_from_pem_file(args.public_key) if args.public_key else None
         if args.batch:
-            root, cid = (None, args.batch) if args.batch.startswith("Qm") else (args.batch, None)
+            root, cid = batch_argument(args.batch)
             v = verify_batched_run(args.run_id, services, root=root, manifest_cid=cid, scenario_file=args.scenario,
-                                   no_scenario_file=args.no_scenario_file, signer=key,
-                                   require_attestation=args.require_attestation)
+                                   no_scenario_file=args.no_scenario_file, resimulate=not args.no_resimulate,
+                                   signer=key, require_attestation=args.require_attestation)
         else:
             try:
                 v = Pipeline(services).verify(args.run_id, args.scenario, no_scenario_file=args.no_scenario_file,
                                               resimulate=not args.no_resimulate, signer=key,
                                               require_attestation=args.require_attestation)
-            except RunNotFoundError:
+            except RunNotFoundError as err:
                 note = batch_notes(services.home).get(args.run_id)
-                if note is None:
+                if note is None or isinstance(err, BlockNotFoundError):  # a missing bundle is not a batched run
                     raise
                 console.print(f"run {args.run_id} is not recorded alone; {services.home / BATCH_NOTES} names "
                               f"batch {note['root']} (manifest {note['manifest_cid']}): verifying it as batched",
                               highlight=False, markup=False, soft_wrap=True)
-                v = verify_batched_run(args.run_id, services, root=note["root"], scenario_file=args.scenario,
+                v = verify_batched_run(args.run_id, services, **noted_batch(note), scenario_file=args.scenario,
                                        no_scenario_file=args.no_scenario_file, resimulate=not args.no_resimulate,
                                        signer=key, require_attestation=args.require_attestation)
         verify_report(console, v)
@@ -417,8 +416,11 @@ def cmd_ledger_baseline(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_ledger_export(args: argparse.Namespace, console: Console) -> int:
     with _services(args) as services:
-        cid = services.ledger.get(args.run_id).bundle_cid  # reading needs no key
-        car = export_car(services.ipfs.store, cid)
+        try:
+            cid = services.ledger.get(args.run_id).bundle_cid  # reading needs no key
+        except RunNotFoundError:  # a batched run: its batch's manifest names the bundle
+            cid = batched_entry(args.run_id, services, args.batch).bundle_cid
+        car = services.ipfs.export_car(cid)
     if str(args.output) == "-":
         sys.stdout.flush()
         sys.stdout.buffer.write(car)
@@ -432,8 +434,8 @@ def cmd_ledger_export(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_ledger_import(args: argparse.Namespace, console: Console) -> int:
-    with _services(args) as services:  # only the home's IPFS store is used: no chain, no Ray
-        for root in import_car(args.car.read_bytes(), services.ipfs.store, str(args.car)):
+    with _services(args) as services:  # only the IPFS store is used (the home's, or --ipfs URL's): no chain, no Ray
+        for root in services.ipfs.import_car(args.car.read_bytes(), str(args.car)):
             console.print(root, highlight=False, markup=False, soft_wrap=True)
     return 0
 
@@ -505,10 +507,12 @@ def build_parser() -> argparse.ArgumentParser:
     exp_p.add_argument("run_id")
     exp_p.add_argument("-o", "--output", type=Path, default=Path("-"), metavar="FILE",
                        help="where to write the CAR (default: - , binary on stdout)")
+    exp_p.add_argument("--batch", metavar="ROOT|MANIFEST_CID",
+                       help="a run recorded in a batch: the batch (default: the one HOME/batches.jsonl notes)")
     _service_args(exp_p)
     exp_p.set_defaults(func=cmd_ledger_export)
-    imp_p = led_sub.add_parser("import", help="store a CARv1 file's blocks in the home's IPFS store "
-                               "(every block checked against its CID); prints its roots")
+    imp_p = led_sub.add_parser("import", help="store a CARv1 file's blocks in the IPFS store (the home's, or "
+                               "the Kubo node at --ipfs URL; every block checked against its CID); prints its roots")
     imp_p.add_argument("car", type=Path, metavar="FILE.car")
     _service_args(imp_p)
     imp_p.set_defaults(func=cmd_ledger_import)
@@ -552,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--no-scenario-file", action="store_true",
                        help="verify without a scenario file (the recorded text is re-judged as recorded)")
     ver.add_argument("--batch", metavar="ROOT|MANIFEST_CID",
-                     help="the run was recorded in a batch: its Merkle root (0x...) or manifest CID (Qm...)")
+                     help="the run was recorded in a batch: its Merkle root (0x...) or manifest CID (Qm... or b...)")
     ver.add_argument("--public-key", type=Path, metavar="PEM",
                      help="the bench's public key that signed the attestation (default: the recorder's address; "
                           "without RUN_ID: trusted besides the recorders' addresses)")

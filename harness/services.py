@@ -20,6 +20,7 @@ from twinloop.ledger.chain import EmbeddedChain, RunLedgerClient
 from twinloop.ledger.dsse import signer_from_pem
 from twinloop.ledger.ipfs import EmbeddedIpfs
 from twinloop.ledger.kubo import IPFS_URL_ENV, KuboIpfs
+from twinloop.ledger.store import IpfsStore
 from twinloop.errors import ConfigError, TwinError
 from twinloop.twins.cluster import ensure_ray, shutdown_ray
 
@@ -63,7 +64,7 @@ class Services:
         self.options = options
         self.home = check_home(Path(options.home))
         ipfs_url = options.ipfs_url or os.environ.get(IPFS_URL_ENV)
-        self.ipfs: EmbeddedIpfs | KuboIpfs = KuboIpfs(ipfs_url) if ipfs_url else EmbeddedIpfs(self.home / "ipfs")
+        self.ipfs: IpfsStore = KuboIpfs(ipfs_url) if ipfs_url else EmbeddedIpfs(self.home / "ipfs")
         self._chain: EmbeddedChain | None = None
         self._ledger: RunLedgerClient | None = None
         self._started_ray = False

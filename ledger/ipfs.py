@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from twinloop.errors import BlockNotFoundError, LedgerError, LedgerTamperedError
+from twinloop.ledger.durable import make_dirs, replace_durably
 
 CHUNK_SIZE = 262144
 MAX_LINKS = 174
@@ -107,6 +108,11 @@ def _multihash(cid: str) -> bytes:
     if -1 in digits or not cid.startswith("Qm") or n >> 256 != 0x1220:
         raise LedgerError(f"not a CIDv0 sha2-256 CID: {cid!r}")
     return n.to_bytes(34, "big")
+
+
+def cid_version_of(cid: str) -> int:
+    """0 for a CIDv0 (``Qm...``), 1 for a base32 CIDv1; LedgerError for anything else twinloop does not read."""
+    return 0 if len(cid_bytes(cid)) == 34 else 1
 
 
 def cid_digest(cid: str) -> bytes:
@@ -310,26 +316,26 @@ class BlockStore:
                 f"IPFS block {cid} is not in the blockstore at {self.root}") from None
 
     def put(self, cid: str, data: bytes) -> None:
-        """Store a block durably via temp file + ``os.replace``; the bytes must hash to the CID."""
+        """Store a block durably (temp file, fsync, rename, fsync of its directory); the bytes must hash to the CID."""
         path = self.path(cid)
         if not hashes_to(cid, data):
             raise LedgerError(f"refusing to store block under {cid}: its bytes hash to "
                               f"{cid_of(data, 1 if cid[0] == 'b' else 0, cid_codec(cid))}")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".data")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            replace_durably(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
 
 
 class EmbeddedIpfs:
-    """Add and cat files against a local BlockStore, verifying every block on the way out."""
+    """The ``IpfsStore`` (``ledger/store.py``) over a local BlockStore, verifying every block on the way out."""
 
     def __init__(self, root: Path) -> None:
         self.store = BlockStore(root)
@@ -349,6 +355,32 @@ class EmbeddedIpfs:
         for cid, block in blocks:
             self.store.put(cid, block)
         return root
+
+    def pin(self, cid: str) -> None:
+        """Check the whole DAG under ``cid`` is here and intact (nothing is ever removed from this store)."""
+        from twinloop.ledger.car import dag_blocks  # car builds on this module
+
+        for _ in dag_blocks(self.store, cid):
+            pass
+
+    def block_get(self, cid: str) -> bytes:
+        """One block's bytes, refused unless they hash to ``cid``."""
+        block = self.store.get(cid)
+        if not hashes_to(cid, block):
+            raise LedgerTamperedError(f"IPFS block {cid} is corrupted: its bytes do not hash to its CID")
+        return block
+
+    def export_car(self, cid: str) -> bytes:
+        """The DAG under ``cid`` as a CARv1 (``ledger/car.py``), every block checked."""
+        from twinloop.ledger import car
+
+        return car.export_car(self.store, cid)
+
+    def import_car(self, data: bytes, name: str = "CAR") -> list[str]:
+        """Check a CARv1 (every block, every root's whole DAG) and store its blocks; its roots."""
+        from twinloop.ledger import car
+
+        return car.import_car(data, self.store, name)
 
     def cat(self, cid: str) -> bytes:
         """Reassemble a file, checking each block's hash, the UnixFS structure and every size."""

@@ -1,4 +1,4 @@
-"""A Kubo daemon as twinloop's IPFS store, through its RPC API (``/api/v0/...``), with the embedded store's interface.
+"""A Kubo daemon as twinloop's IPFS store (``ledger/store.py``'s ``IpfsStore``), through its RPC API (``/api/v0``).
 
 Every call is an HTTP POST (Kubo answers GET with 405) with arguments as query
 parameters and files as multipart/form-data in a field named ``file``; errors
@@ -23,11 +23,13 @@ import httpx
 from twinloop.errors import (BlockNotFoundError, ConfigError, LedgerError, LedgerTamperedError,
                              LedgerUnavailableError)
 from twinloop.ledger.car import read_car
-from twinloop.ledger.ipfs import CHUNK_SIZE, EmbeddedIpfs, cid_digest, cid_of, import_file
+from twinloop.ledger.ipfs import (CHUNK_SIZE, EmbeddedIpfs, cid_bytes, cid_codec, cid_of, cid_version_of, hashes_to,
+                                  import_file)
 
 #: Environment variable naming the Kubo RPC URL when ``--ipfs`` is not given.
 IPFS_URL_ENV = "TWINLOOP_IPFS_URL"
-#: ``add`` parameters reproducing the embedded store's layout (CIDv0, 256 KiB chunks, balanced, no raw leaves).
+#: ``add`` parameters reproducing the embedded store's layout (CIDv0, 256 KiB chunks, balanced, no raw leaves);
+#: ``add(..., cid_version=1)`` sends cid-version=1 and raw-leaves=true, as ``ipfs add --cid-version=1`` does.
 ADD_PARAMS = {"cid-version": "0", "chunker": f"size-{CHUNK_SIZE}", "raw-leaves": "false", "trickle": "false",
               "hash": "sha2-256", "pin": "true", "progress": "false"}
 _NOT_FOUND = ("not found", "could not find")  # Kubo's words for a missing block (ipld.ErrNotFound)
@@ -62,7 +64,7 @@ def _redact(url: str) -> str:
 
 
 class KuboIpfs:
-    """``add``/``cat``/``has`` (and pin, block, DAG import/export) on a Kubo node; the node is never trusted.
+    """The ``IpfsStore`` on a Kubo node (CAR export/import through ``dag/export``/``dag/import``); never trusted.
 
     ``url`` is the RPC API's base, e.g. ``http://127.0.0.1:5001`` (basic-auth
     credentials may be given in it, as ``API.Authorizations`` needs).
@@ -107,29 +109,32 @@ class KuboIpfs:
         except ValueError as err:
             raise LedgerError(f"{self.location} answered {cmd} with something that is not JSON: {err}") from None
 
-    def add(self, data: bytes) -> str:
+    def add(self, data: bytes, cid_version: int = 0) -> str:
         """Add and pin a file; its CID, refused unless it equals the one twinloop computes for the bytes."""
-        expected = import_file(data)[0]
-        answers = [a for a in self._lines(self._post("add", ADD_PARAMS, data), "add") if "Hash" in a]
+        expected = import_file(data, cid_version)[0]
+        params = {**ADD_PARAMS, "cid-version": str(cid_version), "raw-leaves": "true" if cid_version else "false"}
+        answers = [a for a in self._lines(self._post("add", params, data), "add") if "Hash" in a]
         got = answers[-1]["Hash"] if answers else None
         if got != expected:
+            layout = "raw leaves" if cid_version else "no raw leaves"
             raise LedgerTamperedError(
-                f"{self.location} stored {len(data)} bytes as {got}, but they are {expected} (CIDv0, "
-                f"{CHUNK_SIZE}-byte chunks, balanced DAG); refusing a CID twinloop cannot reproduce")
+                f"{self.location} stored {len(data)} bytes as {got}, but they are {expected} (CIDv{cid_version}, "
+                f"{CHUNK_SIZE}-byte chunks, balanced DAG, {layout}); refusing a CID twinloop cannot reproduce")
         return got
 
     def cat(self, cid: str) -> bytes:
-        """A file's bytes, refused unless they re-hash (``import_file``) to ``cid``."""
-        cid_digest(cid)
+        """A file's bytes, refused unless they re-hash (``import_file``, the CID's version) to ``cid``."""
+        version = cid_version_of(cid)
         data = self._post("cat", {"arg": cid, "progress": "false"}).content
-        got = import_file(data)[0]
+        got = import_file(data, version)[0]
         if got != cid:
-            raise LedgerTamperedError(f"{self.location} returned {len(data)} bytes for {cid} that hash to {got}")
+            raise LedgerTamperedError(f"{self.location} returned {len(data)} bytes for {cid} that hash to {got}"
+                                      + (" (a CIDv1 is re-hashed with raw leaves)" if version else ""))
         return data
 
     def has(self, cid: str) -> bool:
         """Whether the node holds the block (``block/stat``, offline: it does not search the network)."""
-        cid_digest(cid)
+        cid_bytes(cid)
         try:
             answer = self._lines(self._post("block/stat", {"arg": cid, "offline": "true"},
                                             timeout=self.has_timeout), "block/stat")
@@ -139,7 +144,7 @@ class KuboIpfs:
 
     def pin(self, cid: str) -> None:
         """Pin a DAG recursively on the node."""
-        cid_digest(cid)
+        cid_bytes(cid)
         pins = [p for a in self._lines(self._post("pin/add", {"arg": cid, "recursive": "true"}), "pin/add")
                 for p in a.get("Pins") or []]
         if cid not in pins:
@@ -147,30 +152,45 @@ class KuboIpfs:
 
     def block_get(self, cid: str) -> bytes:
         """One raw block, refused unless it hashes to ``cid``."""
-        cid_digest(cid)
+        cid_bytes(cid)
         block = self._post("block/get", {"arg": cid}).content
-        if cid_of(block) != cid:
-            raise LedgerTamperedError(f"{self.location} returned a block for {cid} that hashes to {cid_of(block)}")
+        if not hashes_to(cid, block):
+            got = cid_of(block, cid_version_of(cid), cid_codec(cid))
+            raise LedgerTamperedError(f"{self.location} returned a block for {cid} that hashes to {got}")
         return block
 
-    def dag_export(self, cid: str) -> bytes:
-        """The file's DAG as a CARv1, refused unless every block hashes to its CID and they reassemble to ``cid``."""
-        cid_digest(cid)
+    def export_car(self, cid: str) -> bytes:
+        """``dag/export``: a CARv1, refused unless every block hashes to its CID and they reassemble to ``cid``."""
+        version = cid_version_of(cid)
         car = self._post("dag/export", {"arg": cid, "progress": "false"}).content
         where = f"the CAR {self.location} exported for {cid}"
         parsed = read_car(car, where)
         if parsed.roots != [cid]:
             raise LedgerTamperedError(f"{where} names the roots {parsed.roots}, not {cid}")
         reader = _CarReader(parsed.blocks, where)
-        if import_file(reader.cat(cid))[0] != cid:
+        if import_file(reader.cat(cid), version)[0] != cid:
             raise LedgerTamperedError(f"{self.location} exported a CAR for {cid} that reassembles to another file")
         return car
 
-    def dag_import(self, car: bytes) -> list[str]:
-        """Import a CAR and pin its roots; the root CIDs the node reports."""
+    def import_car(self, car: bytes, name: str = "CAR") -> list[str]:
+        """``dag/import`` with its roots pinned; the header's roots, once the node reports each pinned.
+
+        The CAR is checked here first (every block against its CID), so a
+        tampered file is refused naming the block before the node sees it.
+        """
+        roots = read_car(car, name).roots
         answers = self._lines(self._post("dag/import", {"pin-roots": "true"}, car), "dag/import")
-        roots = [a["Root"] for a in answers if isinstance(a.get("Root"), dict)]
-        failed = [f"{r['Cid']['/']}: {r['PinErrorMsg']}" for r in roots if r.get("PinErrorMsg")]
+        try:  # one {"Root": {"Cid": {"/": CID}, "PinErrorMsg": ""}} line per root (Stats only with stats=true)
+            reported = [(str(a["Root"]["Cid"]["/"]), str(a["Root"].get("PinErrorMsg") or ""))
+                        for a in answers if "Root" in a]
+        except (KeyError, TypeError, AttributeError):
+            raise LedgerError(f"{self.location} answered dag/import with a Root that is not "
+                              f"{{Cid: {{'/': CID}}, PinErrorMsg}}: {answers}") from None
+        failed = [f"{cid}: {error}" for cid, error in reported if error]
         if failed:
-            raise LedgerError(f"{self.location} imported the CAR but did not pin its root: {'; '.join(failed)}")
-        return [r["Cid"]["/"] for r in roots]
+            raise LedgerError(f"{self.location} imported {name} but did not pin its roots: {'; '.join(failed)}")
+        pinned = [cid for cid, _ in reported]
+        if sorted(pinned) != sorted(roots):
+            raise LedgerError(f"{self.location} imported {name} and reports the roots {pinned}; its header names "
+                              f"{roots}")
+        return roots

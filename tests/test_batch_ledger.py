@@ -30,7 +30,7 @@ from twinloop.harness.batch_verify import verify_batched_run
 from twinloop.harness.record import RunRecord
 from twinloop.harness.services import Services
 from twinloop.ledger import bundle, merkle
-from twinloop.ledger.batch import LEAF_SIZE, build_manifest, parse_manifest, run_leaf
+from twinloop.ledger.batch import LEAF_SIZE, InclusionProof, build_manifest, parse_manifest, run_leaf
 from twinloop.ledger.chain import LedgerEntry, RunLedgerClient
 
 BUNDLE = Path(__file__).parent / "data" / "run-v2-thermal-cycling.json"
@@ -259,6 +259,65 @@ def test_a_batch_of_10_is_one_slot_and_every_run_verifies_by_its_proof(services:
         ledger.record_batch(entries, services.ipfs)
 
 
+@pytest.fixture(scope="module")
+def batch_of_6(twinloop_ledger: Services) -> tuple[list[LedgerEntry], object]:
+    """Six real bundles recorded in one batch (shared by the mutation tests: a batch is written once)."""
+    _, entries = _batch_of_bundles(twinloop_ledger, 6, 0xB15)
+    return entries, twinloop_ledger.ledger.record_batch(entries, twinloop_ledger.ipfs)
+
+
+def _mutated_proofs(good: InclusionProof, root: bytes, leaf: bytes) -> dict[str, InclusionProof]:
+    """``_mutations`` as InclusionProofs (index, tree size, path, leaf hash); the wrong roots are tested apart."""
+    out = {}
+    for name, (m_leaf, m_index, m_size, m_path, m_root) in _mutations(
+            good.index, good.tree_size, good.path_bytes(), root, leaf).items():
+        if m_root == root:
+            out[name] = replace(good, index=m_index, tree_size=m_size, path=tuple(p.hex() for p in m_path),
+                                leaf_hash=merkle.leaf_hash(m_leaf).hex())
+    return out
+
+
+@pytest.mark.parametrize("via", ["proof and bundle", "manifest"])
+@pytest.mark.parametrize("index", [0, 5])
+def test_ct_mutation_vectors_are_rejected_by_verify_batched_run(services: Services, batch_of_6: tuple,
+                                                                index: int, via: str) -> None:
+    """Each mutation of a real run's proof fails "inclusion proof", verified from its bundle or from the manifest."""
+    entries, receipt = batch_of_6
+    run = entries[index]
+    good = receipt.proofs[run.run_id]
+    bundle_cid = run.bundle_cid if via == "proof and bundle" else None
+
+    def check(proof: InclusionProof, cid: str | None = bundle_cid) -> set[str]:
+        v = verify_batched_run(run.run_id, services, root=receipt.root, proof=proof, bundle_cid=cid,
+                               no_scenario_file=True)
+        return {c.name for c in v.checks if c.status == "failed"}
+
+    assert check(good) == set()
+    mutated = _mutated_proofs(good, bytes.fromhex(receipt.root[2:]), run_leaf(run))
+    assert {"wrong index +1", "wrong tree size *2", "wrong leaf", "changed sibling 0", "missing sibling (last)",
+            "extra sibling: inserted"} <= set(mutated)
+    passed = [name for name, proof in mutated.items() if "inclusion proof" not in check(proof)]
+    assert passed == []
+    if via == "proof and bundle":  # the leaf itself wrong: another run's bundle under this run's proof
+        assert "inclusion proof" in check(good, entries[(index + 1) % 6].bundle_cid)
+    for wrong_root in (EMPTY_ROOT, SOME_HASH):  # a root that is not on chain has no batch to be proven in
+        with pytest.raises(BatchNotFoundError):
+            verify_batched_run(run.run_id, services, root="0x" + wrong_root.hex(), proof=good, bundle_cid=bundle_cid,
+                               no_scenario_file=True)
+
+
+def test_a_run_is_verified_from_its_bundle_and_proof_without_the_manifest(services: Services,
+                                                                          batch_of_6: tuple) -> None:
+    entries, receipt = batch_of_6
+    run = entries[2]
+    v = verify_batched_run(run.run_id, services, root=receipt.root, proof=receipt.proofs[run.run_id],
+                           bundle_cid=run.bundle_cid, no_scenario_file=True, require_attestation=True)
+    assert v.ok, [c for c in v.checks if c.status == "failed"]
+    names = [c.name for c in v.checks]
+    assert "inclusion proof" in names and "batch manifest" not in names and "in batch" not in names
+    assert v.entry.tx_hash == receipt.tx_hash and v.entry.bundle_cid == run.bundle_cid
+
+
 def test_a_run_not_in_the_batch_is_refused(services: Services) -> None:
     _, entries = _batch_of_bundles(services, 3, 0xB11)
     receipt = services.ledger.record_batch(entries, services.ipfs)
@@ -352,9 +411,11 @@ def test_bench_json_carries_the_batch_gas_per_run(services: Services, monkeypatc
     figures = json.loads(capsys.readouterr().out)
     per_run = figures["gas_per_run"]
     assert figures["import_mb_per_s"] > 0 and figures["commit_s"] > 0 and figures["verify_s"] > 0
-    assert figures["long_run_verified"] and figures["among_verified"] and figures["verify_among_5_s"] > 0
+    assert figures["long_run_verified"] and figures["among_verified"] and figures["verify_among_s"] > 0
+    assert figures["verify_among_runs"] == 5 and figures["get_among_ms"] > 0  # the same keys, quick or full
     if figures["ipfs_cid_mb_per_s"] is not None:  # Debian's ipfs_cid is installed: the same CID as ours
         assert figures["ipfs_cid_same_cid"] and figures["import_vs_ipfs_cid"] > 0
+        assert figures["ipfs_cid_startup_s"] >= 0
     assert {"single", "batch_10", "batch_100", "batch_1000"} <= set(per_run)
     assert per_run["batch_100"] < 2_000 and per_run["batch_1000"] < per_run["batch_100"] < per_run["batch_10"]
     assert 45_000 < per_run["single"] < 60_000
@@ -377,3 +438,69 @@ def test_twinloop_verify_checks_a_batched_run_by_root_or_manifest(services: Serv
     ledger.record(other)
     assert main(["verify", other.run_id, "--batch", receipt.root, *where]) == 1  # not in that batch
     assert "NOT VERIFIED" in capsys.readouterr().out
+
+
+TINY_FLEET = """\
+fleet: batched-pumps
+seed: 5
+horizon: 30 d
+dt: 1 h
+groups:
+  - name: pumps
+    model: pump_bearing
+    units: 40
+    params: {k: 1.2e-8}
+    vary: {k: {lognormal: 0.4}}
+    profile: {speed: 1480 rpm, load: {cycle: [100, 60], every: 12 h}}
+"""
+
+
+def _forged_fleet(path: Path) -> "FleetRecord":
+    """A fleet record (no Ray: simulated in this process) whose first group claims one failure fewer."""
+    from twinloop.harness.fleet_record import FleetInfo, FleetRecord, FleetRun, GroupOutcome
+    from twinloop.harness.runner import software_versions
+    from twinloop.twins.fleet import run_local
+    from twinloop.twins.fleet_spec import load_fleet
+
+    source = load_fleet(path)
+    plan = source.plan
+    groups = [GroupOutcome.model_validate(vars(g)) for g in run_local(plan)]
+    groups[0] = groups[0].model_copy(update={"failed": groups[0].failed + 1})
+    return FleetRecord(run_id=str(uuid.uuid4()), fleet=FleetInfo(name=plan.fleet, path=str(path),
+                                                                 sha256=source.sha256, text=source.text),
+                       seed=plan.seed, horizon_s=plan.horizon, dt_s=plan.dt, steps=plan.steps, units=plan.units,
+                       software=software_versions(), started_at="2025-01-01T00:00:00Z",
+                       finished_at="2025-01-01T00:00:01Z", groups=groups,
+                       run=FleetRun(ray="local", shards=1, array="numpy", wall_s=1.0, stepping_s=1.0, twin_steps=1,
+                                    twin_steps_per_s=1.0, restarts=0))
+
+
+def test_verify_batch_takes_a_cidv1_manifest_and_honours_no_resimulate(services: Services, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from twinloop.harness.cli import main
+
+    ledger = services.ledger
+    fleet_file = tmp_path / "fleet.yaml"
+    fleet_file.write_text(TINY_FLEET)
+    fleet = _forged_fleet(fleet_file)
+    _, entries = _batch_of_bundles(services, 2, 0xC13)
+    entries.append(fleet.ledger_entry(services.ipfs.add(fleet.to_bytes())))
+    receipt = ledger.record_batch(entries, services.ipfs)
+    where = ["--chain", ledger.rpc_url, "--contract", ledger.address, "--home", str(services.home)]
+
+    # the manifest named by its CIDv1 (raw leaf, bafk...): the same bytes as the CIDv0 on chain
+    v1 = services.ipfs.add(services.ipfs.cat(receipt.manifest_cid), cid_version=1)
+    assert v1.startswith("bafk")
+    assert main(["verify", entries[0].run_id, "--batch", v1, "--no-scenario-file", *where]) == 0
+    out = capsys.readouterr().out
+    assert "inclusion proof" in out and "NOT VERIFIED" not in out
+    assert main(["verify", entries[0].run_id, "--batch", "not-a-cid", "--no-scenario-file", *where]) == 2
+    assert "neither a batch root" in capsys.readouterr().err
+
+    # the forged fleet: caught by simulating it again, skipped (and so verified) with --no-resimulate
+    assert main(["verify", fleet.run_id, "--batch", receipt.root, "--scenario", str(fleet_file), *where]) == 1
+    assert "re-simulated" in capsys.readouterr().out
+    assert main(["verify", fleet.run_id, "--batch", receipt.root, "--scenario", str(fleet_file),
+                 "--no-resimulate", *where]) == 0
+    out = capsys.readouterr().out
+    assert "not simulated again" in out and "NOT VERIFIED" not in out

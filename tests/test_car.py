@@ -157,3 +157,26 @@ def test_cli_exports_a_recorded_run_and_imports_it(twinloop_ledger: Services, tm
     assert main(["ledger", "import", str(path), "--home", str(tmp_path / "other")]) == 2
     assert b"is tampered" in capsysbinary.readouterr().err
     assert main(["ledger", "export", str(uuid.uuid4()), *where]) == 2
+
+
+def test_the_embedded_store_has_the_one_store_interface(tmp_path: Path) -> None:
+    """pin, block_get, export_car and import_car on EmbeddedIpfs, as on KuboIpfs (``ledger/store.py``)."""
+    from twinloop.ledger.store import IpfsStore
+
+    source, target = EmbeddedIpfs(tmp_path / "a"), EmbeddedIpfs(tmp_path / "b")
+    assert isinstance(source, IpfsStore)
+    data = _payload(2 * CHUNK_SIZE + 3)
+    for version in (0, 1):
+        root = source.add(data, version)
+        source.pin(root)
+        car = source.export_car(root)
+        assert car == export_car(source.store, root)
+        assert target.import_car(car, "run.car") == [root] and target.cat(root) == data
+        leaf, block = import_file(data, version)[1][0]
+        assert target.block_get(leaf) == block
+    source.store.path(leaf).unlink()  # a leaf of the last file gone: its DAG cannot be pinned
+    with pytest.raises(LedgerError, match=leaf):
+        source.pin(root)
+    target.store.path(leaf).write_bytes(block + b"!")
+    with pytest.raises(LedgerTamperedError, match=f"IPFS block {leaf} is corrupted"):
+        target.block_get(leaf)

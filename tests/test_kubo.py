@@ -20,14 +20,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import cbor2
 import pytest
 
 from twinloop.errors import (ConfigError, LedgerError, LedgerTamperedError, LedgerUnavailableError,
                              RunNotFoundError)
+from twinloop.harness.fleet_record import read_bundle
 from twinloop.harness.pipeline import Pipeline
 from twinloop.harness.record import RunRecord
 from twinloop.harness.services import KEY_ENV, ServiceOptions, Services
-from twinloop.ledger.ipfs import CHUNK_SIZE, EmbeddedIpfs, _decode, cid_digest, import_file
+from twinloop.ledger.ipfs import CHUNK_SIZE, EmbeddedIpfs, cid_bytes, cid_from_bytes, import_file, links_of
 from twinloop.ledger.kubo import IPFS_URL_ENV, KuboIpfs
 
 BUNDLE = Path(__file__).parent / "data" / "run-v2-thermal-cycling.json"
@@ -44,23 +46,26 @@ def _varint(n: int) -> bytes:
 
 def write_car(root: str, blocks: list[tuple[str, bytes]]) -> bytes:
     """A CARv1 as go-car writes it: dag-cbor header {roots: [root], version: 1}, then (CID, block) sections."""
-    link = b"\x00\x12\x20" + cid_digest(root)
-    header = b"\xa2\x65roots\x81\xd8\x2a\x58\x23" + link + b"\x67version\x01"
-    sections = [b"\x12\x20" + cid_digest(cid) + block for cid, block in blocks]
+    link = b"\x00" + cid_bytes(root)
+    header = b"\xa2\x65roots\x81\xd8\x2a\x58" + bytes([len(link)]) + link + b"\x67version\x01"
+    sections = [cid_bytes(cid) + block for cid, block in blocks]
     return _varint(len(header)) + header + b"".join(_varint(len(s)) + s for s in sections)
 
 
-def read_car(car: bytes) -> list[tuple[str, bytes]]:
-    """The (CID, block) sections of a CARv1 with a 35-byte CIDv0 root link; the fake's own reader."""
-    from twinloop.ledger.ipfs import _b58encode, _read_varint
+def read_car(car: bytes) -> tuple[list[str], list[tuple[str, bytes]]]:
+    """The header's roots and the (CID, block) sections of a CARv1; the fake's own reader."""
+    from twinloop.ledger.ipfs import _read_varint
     size, pos = _read_varint(car, 0)
+    header = cbor2.loads(car[pos:pos + size])
+    roots = [cid_from_bytes(link.value[1:]) for link in header["roots"]]  # tag 42: 0x00 then the binary CID
     pos += size
     out = []
     while pos < len(car):
         size, pos = _read_varint(car, pos)
         section, pos = car[pos:pos + size], pos + size
-        out.append((_b58encode(section[:34]), section[34:]))
-    return out
+        cid_len = 34 if section[0] == 0x12 else 36  # CIDv0: the bare multihash; CIDv1: version, codec, multihash
+        out.append((cid_from_bytes(section[:cid_len]), section[cid_len:]))
+    return roots, out
 
 
 class FakeKubo(ThreadingHTTPServer):
@@ -80,7 +85,7 @@ class FakeKubo(ThreadingHTTPServer):
     def dag(self, cid: str) -> list[tuple[str, bytes]]:
         """The blocks under a root, depth first (go-car's traversal order)."""
         block = self.node.store.get(cid)
-        return [(cid, block)] + [b for child in _decode(block)[0] for b in self.dag(child)]
+        return [(cid, block)] + [b for child in links_of(cid, block) for b in self.dag(child)]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -120,9 +125,13 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if cmd == "add":
                 name, data = self.file_part()
-                cid = node.add(data)  # CIDv0, 256 KiB chunks, balanced, no raw leaves: Kubo's defaults
+                version = int(q.get("cid-version", ["0"])[0])  # Kubo: cid-version=1 turns raw-leaves on by default
+                raw = q.get("raw-leaves", ["true" if version else "false"]) == ["true"]
+                if raw != (version == 1):
+                    raise LedgerError("the fake lays out CIDv0 without raw leaves and CIDv1 with them only")
+                cid = node.add(data, version)  # 256 KiB chunks, balanced: Kubo's defaults
                 fake.pins.add(cid)
-                shown = node.add(data + b"!") if fake.lie_on_add else cid
+                shown = node.add(data + b"!", version) if fake.lie_on_add else cid
                 size = sum(len(b) for _, b in fake.dag(cid))
                 self.reply(200, json.dumps({"Name": name, "Hash": shown, "Size": str(size)}).encode() + b"\n")
             elif cmd == "cat":
@@ -142,14 +151,22 @@ class _Handler(BaseHTTPRequestHandler):
             elif cmd == "dag/export":
                 once = list(dict(fake.dag(arg)).items())  # each block once, as Kubo's export does
                 self.reply(200, write_car(arg, once), "application/vnd.ipld.car")
-            elif cmd == "dag/import":
+            elif cmd == "dag/import":  # one Root line per root the CAR's header names, pinned if pin-roots
                 _, car = self.file_part()
-                blocks = read_car(car)
+                roots, blocks = read_car(car)
                 for cid, block in blocks:
                     node.store.put(cid, block)
-                root = blocks[0][0]
-                fake.pins.add(root)
-                self.reply(200, json.dumps({"Root": {"Cid": {"/": root}, "PinErrorMsg": ""}}).encode() + b"\n")
+                lines = []
+                for root in roots:
+                    try:
+                        fake.dag(root)
+                        error = ""
+                    except RunNotFoundError as err:
+                        error = f"block was not found locally (offline): {err}"
+                    if not error and q.get("pin-roots", ["true"]) == ["true"]:
+                        fake.pins.add(root)
+                    lines.append(json.dumps({"Root": {"Cid": {"/": root}, "PinErrorMsg": error}}).encode())
+                self.reply(200, b"\n".join(lines) + b"\n")
             else:
                 self.reply(404, b"404 page not found\n", "text/plain")
         except RunNotFoundError:
@@ -178,6 +195,26 @@ def test_add_and_cat_round_trip_with_kubos_cidv0_defaults(kubo: FakeKubo) -> Non
     assert (q["cid-version"], q["chunker"], q["raw-leaves"], q["pin"]) == (["0"], ["size-262144"], ["false"], ["true"])
     assert {m for m, _, _ in kubo.requests} == {"POST"}
     assert import_file(BIG)[0] in kubo.pins
+
+
+def test_cidv1_add_and_cat_through_kubo_use_raw_leaves(kubo: FakeKubo) -> None:
+    ipfs = KuboIpfs(kubo.url)
+    for data in (b"hello\n", BIG):
+        cid = ipfs.add(data, cid_version=1)
+        assert cid == import_file(data, 1)[0] and cid.startswith("bafk" if len(data) <= CHUNK_SIZE else "bafy")
+        assert ipfs.cat(cid) == data and ipfs.has(cid)
+    assert import_file(b"hello\n", 1)[0] == "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am"
+    _, _, q = kubo.requests[0]
+    assert (q["cid-version"], q["raw-leaves"]) == (["1"], ["true"])
+    kubo.tamper_cat = True
+    with pytest.raises(LedgerTamperedError, match=f"for {cid} that hash to bafy"):
+        ipfs.cat(cid)
+
+
+def test_both_stores_have_the_one_store_interface(kubo: FakeKubo, tmp_path: Path) -> None:
+    from twinloop.ledger.store import IpfsStore
+
+    assert isinstance(KuboIpfs(kubo.url), IpfsStore) and isinstance(EmbeddedIpfs(tmp_path / "e"), IpfsStore)
 
 
 def test_a_node_that_names_added_bytes_with_another_cid_is_refused(kubo: FakeKubo) -> None:
@@ -211,18 +248,46 @@ def test_pin_and_block_get(kubo: FakeKubo) -> None:
 def test_dag_export_and_import_round_trip(kubo: FakeKubo, tmp_path: Path) -> None:
     ipfs = KuboIpfs(kubo.url)
     cid = ipfs.add(BIG)
-    car = ipfs.dag_export(cid)
-    assert len(read_car(car)) == len(import_file(BIG)[1])
+    car = ipfs.export_car(cid)
+    assert read_car(car) == ([cid], list(dict(kubo.dag(cid)).items()))
     other = FakeKubo(tmp_path / "second-node")
     threading.Thread(target=other.serve_forever, daemon=True).start()
     try:
         second = KuboIpfs(other.url)
         assert not second.has(cid)
-        assert second.dag_import(car) == [cid]
+        assert second.import_car(car) == [cid]
         assert second.cat(cid) == BIG and cid in other.pins
     finally:
         other.shutdown()
         other.server_close()
+
+
+def test_dag_import_reports_the_roots_the_car_header_names(kubo: FakeKubo, tmp_path: Path) -> None:
+    """Not the first block: a CAR need not start with its root (here: leaves first, root last)."""
+    cid, blocks = import_file(BIG)
+    leaves_first = [b for b in blocks if b[0] != cid] + [b for b in blocks if b[0] == cid]
+    car = write_car(cid, leaves_first)
+    assert KuboIpfs(kubo.url).import_car(car, "run.car") == [cid]
+    assert cid in kubo.pins and kubo.node.cat(cid) == BIG
+    # a CIDv1 raw-leaf DAG too
+    v1, v1_blocks = import_file(BIG, 1)
+    assert KuboIpfs(kubo.url).import_car(write_car(v1, v1_blocks)) == [v1] and v1 in kubo.pins
+
+
+def test_a_car_missing_a_block_is_imported_but_its_root_not_pinned(kubo: FakeKubo) -> None:
+    cid, blocks = import_file(BIG)
+    with pytest.raises(LedgerError, match=f"did not pin its roots: {cid}: block was not found"):
+        KuboIpfs(kubo.url).import_car(write_car(cid, blocks[:-1]), "cut.car")
+    assert cid not in kubo.pins
+
+
+def test_a_tampered_car_is_refused_before_the_node_sees_it(kubo: FakeKubo) -> None:
+    cid, blocks = import_file(BIG)
+    car = bytearray(write_car(cid, blocks))
+    car[-1] ^= 1
+    with pytest.raises(LedgerTamperedError, match="bad.car: block .* is tampered"):
+        KuboIpfs(kubo.url).import_car(bytes(car), "bad.car")
+    assert not [r for r in kubo.requests if r[1] == "/api/v0/dag/import"]
 
 
 def test_a_car_with_a_corrupted_block_is_refused(kubo: FakeKubo, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -231,10 +296,10 @@ def test_a_car_with_a_corrupted_block_is_refused(kubo: FakeKubo, monkeypatch: py
     bad = [(c, b if i != 1 else b[:-1] + b"\1") for i, (c, b) in enumerate(dict(kubo.dag(cid)).items())]
     monkeypatch.setattr(kubo, "dag", lambda root: bad)
     with pytest.raises(LedgerTamperedError, match="is tampered: its bytes do not hash to its CID"):
-        ipfs.dag_export(cid)
+        ipfs.export_car(cid)
     monkeypatch.setattr(kubo, "dag", lambda root: [bad[0]])
     with pytest.raises(LedgerTamperedError, match="missing from the CAR"):
-        ipfs.dag_export(cid)
+        ipfs.export_car(cid)
 
 
 def test_a_missing_block_is_not_had_and_kubos_error_message_is_surfaced(kubo: FakeKubo) -> None:
@@ -300,3 +365,36 @@ def test_a_run_committed_through_a_kubo_node_verifies(twinloop_ledger: Services,
         assert not (tmp_path / "bench" / "ipfs").exists()  # nothing went to the embedded store
         v = Pipeline(services).verify(committed.run_id, no_scenario_file=True)
         assert v.ok, v.checks
+
+
+def test_ledger_export_and_import_go_through_a_kubo_node(twinloop_ledger: Services, kubo: FakeKubo, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """``ledger export RUN --ipfs URL`` (dag/export) and ``ledger import FILE.car --ipfs URL`` (dag/import)."""
+    from twinloop.harness.cli import main
+
+    session = twinloop_ledger.ledger
+    monkeypatch.setenv(KEY_ENV, session.account.key.hex())
+    options = ServiceOptions(home=tmp_path / "bench", chain_url=session.rpc_url, contract=session.address,
+                             ipfs_url=kubo.url)
+    with Services(options) as services:
+        record = RunRecord.from_bytes(BUNDLE.read_bytes()).model_copy(
+            update={"run_id": "5e1d0c2a-7b3f-4c1e-9a8d-6f0b2c3d4e52", "attestation": None})
+        committed = Pipeline(services).commit(record)
+    where = ["--chain", session.rpc_url, "--contract", session.address, "--home", str(tmp_path / "bench")]
+    car = tmp_path / "run.car"
+    assert main(["ledger", "export", committed.run_id, "-o", str(car), "--ipfs", kubo.url, *where]) == 0
+    assert "written to" in capsys.readouterr().out
+    assert read_car(car.read_bytes())[0] == [committed.cid]
+    assert ("POST", "/api/v0/dag/export", {"arg": [committed.cid], "progress": ["false"]}) in kubo.requests
+
+    other = FakeKubo(tmp_path / "second-node")
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        assert main(["ledger", "import", str(car), "--ipfs", other.url, "--home", str(tmp_path / "ci")]) == 0
+        assert capsys.readouterr().out.split() == [committed.cid]
+        assert committed.cid in other.pins and read_bundle(other.node.cat(committed.cid)).run_id == committed.run_id
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert not (tmp_path / "bench" / "ipfs").exists() and not (tmp_path / "ci" / "ipfs").exists()
