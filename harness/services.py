@@ -16,7 +16,8 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from securesystemslib.signer import Signer
 
-from twinloop.ledger.chain import EmbeddedChain, RunLedgerClient
+from twinloop.ledger.chain import RunLedgerClient
+from twinloop.ledger.embedded import EmbeddedChain
 from twinloop.ledger.dsse import signer_from_pem
 from twinloop.ledger.ipfs import EmbeddedIpfs
 from twinloop.ledger.kubo import IPFS_URL_ENV, KuboIpfs

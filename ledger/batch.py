@@ -36,6 +36,7 @@ from typing import Any
 
 from twinloop.errors import BatchProofError, LedgerError
 from twinloop.ledger import bundle, merkle
+from twinloop.ledger.entries import VERDICTS, LedgerEntry, dut_key, record_args
 
 MANIFEST_FORMAT = "twinloop.batch/1"
 LEAF_FORMAT = "twinloop.run-leaf/1"
@@ -46,9 +47,7 @@ _RUN_FIELDS = ("run_id", "scenario_hash", "dut_id", "dut_version", "bundle_cid",
 
 def run_leaf(entry: Any) -> bytes:
     """The 114-byte Merkle leaf of one run (a LedgerEntry, or anything with its six fields)."""
-    from twinloop.ledger.chain import VERDICTS, _record_args, dut_key  # chain imports this module
-
-    run_id, scenario_hash, dut_id, dut_version, digest, verdict = _record_args(entry)
+    run_id, scenario_hash, dut_id, dut_version, digest, verdict = record_args(entry)
     assert verdict in VERDICTS.values()
     key = bytes.fromhex(dut_key(dut_id, dut_version)[2:])
     leaf = bytes([LEAF_VERSION]) + run_id + scenario_hash + key + digest + bytes([verdict])
@@ -118,7 +117,6 @@ def _canonical_run_id(run_id: str) -> str:
 
 def build_manifest(entries: list[Any]) -> tuple[Manifest, bytes]:
     """The manifest of a batch of runs, in the order given, and its canonical bytes."""
-    from twinloop.ledger.chain import LedgerEntry
 
     if not entries:
         raise LedgerError("a batch needs at least one run")
@@ -147,7 +145,6 @@ def parse_manifest(data: bytes, what: str = "the batch manifest") -> Manifest:
     BatchProofError (a LedgerTamperedError) says what is wrong; the manifest's own root is checked
     against the chain by the caller.
     """
-    from twinloop.ledger.chain import LedgerEntry
 
     try:
         doc = bundle.decode(data)

@@ -52,7 +52,9 @@ from web3.types import RPCEndpoint
 
 from twinloop.ledger import artifact
 from twinloop.ledger.anvil import AnvilNode
-from twinloop.ledger.chain import DEV_FUNDING_WEI, LedgerEntry, RunLedgerClient, _send
+from twinloop.ledger.chain import LedgerEntry, RunLedgerClient
+from twinloop.ledger.embedded import DEV_FUNDING_WEI
+from twinloop.ledger.tx import send
 from twinloop.ledger.ipfs import EmbeddedIpfs, cid_of
 
 QUICK_RUNS, FULL_RUNS = 50, 500
@@ -110,7 +112,7 @@ def _measure(url: str, n: int, quick: bool, ipfs_dir: Path) -> dict[str, Any]:
     clients = [RunLedgerClient(url, ledger.address, b) for b in benches]
 
     v1 = artifact.compile_source(artifact.read_source(artifact.V1_SOURCE))
-    receipt = _send(w3, url, admin, w3.eth.contract(abi=v1["abi"], bytecode=v1["bytecode"])
+    receipt = send(w3, url, admin, w3.eth.contract(abi=v1["abi"], bytecode=v1["bytecode"])
                     .constructor().build_transaction, "deploying RunLedger v1")
     v1_deploy_gas = int(receipt["gasUsed"])
     old = w3.eth.contract(address=receipt["contractAddress"], abi=v1["abi"])
@@ -123,7 +125,7 @@ def _measure(url: str, n: int, quick: bool, ipfs_dir: Path) -> dict[str, Any]:
         start = time.perf_counter()
         hashes.append(clients[i % BENCH_KEYS].record(e))
         middle = time.perf_counter()
-        v1_receipt = _send(w3, url, admin, old.functions.record(
+        v1_receipt = send(w3, url, admin, old.functions.record(
             uuid.UUID(e.run_id).bytes, bytes.fromhex(e.scenario_hash), e.dut_id, e.dut_version,
             e.bundle_cid, verdicts[e.verdict]).build_transaction, f"recording run {e.run_id} on v1")
         v2_seconds += middle - start

@@ -24,7 +24,7 @@ from twinloop.harness.attestation import (PAYLOAD_TYPE, STATEMENT_TYPE, TEST_RES
                                           dut_digest, statement, verify_attestation)
 from twinloop.harness.record import DsseEnvelope, RunRecord
 from twinloop.ledger import bundle, dsse
-from twinloop.ledger.chain import _load_or_create_key
+from twinloop.ledger.embedded import _load_or_create_key
 from twinloop.ledger.dsse import EthereumKey, EthereumSigner
 from twinloop.ledger.ipfs import import_file
 

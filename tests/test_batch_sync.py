@@ -61,7 +61,7 @@ def dying_send(*args, **kw):
 if when == "after":
     ledger.record_batch = dying_record_batch
 else:
-    chain._send = dying_send
+    chain.send = dying_send
 sync_batched(services, int(size))
 """
 

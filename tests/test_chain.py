@@ -13,7 +13,8 @@ from eth_account import Account
 from web3 import Web3
 
 from twinloop.ledger.anvil import AnvilNode, find_anvil
-from twinloop.ledger.chain import EmbeddedChain, LedgerEntry, RunLedgerClient, dut_key
+from twinloop.ledger.chain import LedgerEntry, RunLedgerClient, dut_key
+from twinloop.ledger.embedded import EmbeddedChain
 from twinloop.errors import (
     LedgerError,
     LedgerUnauthorisedError,

@@ -32,7 +32,9 @@ from twinloop.errors import (
 )
 from twinloop.ledger import artifact
 from twinloop.ledger.anvil import find_anvil
-from twinloop.ledger.chain import ROLES, EmbeddedChain, LedgerEntry, RunLedgerClient, _record_args, dut_key
+from twinloop.ledger.chain import ROLES, LedgerEntry, RunLedgerClient, dut_key
+from twinloop.ledger.embedded import EmbeddedChain
+from twinloop.ledger.entries import record_args
 from twinloop.ledger.ipfs import cid_of
 
 try:
@@ -168,7 +170,7 @@ def test_a_revocation_later_in_the_same_block_does_not_unbless_the_run(chain: Em
                                    "maxFeePerGas": 100 * tip, "maxPriorityFeePerGas": priority})
         return account.sign_transaction(tx).raw_transaction
 
-    record = signed(bench.account, ledger.functions.record(*_record_args(entry)), 2 * tip)
+    record = signed(bench.account, ledger.functions.record(*record_args(entry)), 2 * tip)
     revoke = signed(chain.account, ledger.functions.revoke_role(ROLES["recorder"], bench.account.address), tip)
     w3.provider.make_request("evm_setAutomine", [False])
     try:
