@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import psutil
 import pytest
@@ -114,6 +114,29 @@ def stop(proc: subprocess.Popen[str]) -> None:
             pipe.close()
 
 
+def watch_listeners(cmd: list[str], cwd: Path, out: Any, err: Any, what: str,
+                    timeout: float = 240.0) -> tuple[subprocess.Popen[str], set[Listener], list[psutil.Process]]:
+    """Run ``cmd`` to its end, polling its process tree's listeners; the process, the listeners, and leftovers."""
+    found: set[Listener] = set()
+    seen: dict[int, psutil.Process] = {}
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env_without_ray_var(), stdin=subprocess.DEVNULL,
+                            stdout=out, stderr=err, text=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            tree = process_tree(proc.pid)
+            seen.update((p.pid, p) for p in tree)
+            found |= listeners(tree)
+            time.sleep(0.3)
+        assert proc.poll() is not None, f"{what} did not finish in {timeout:g} s"
+    finally:
+        seen.update((p.pid, p) for p in process_tree(proc.pid))
+        stop(proc)
+        leftovers = reap(list(seen.values()))
+    return proc, found, leftovers
+
+
+
 def tail(log: IO[str]) -> str:
     """The last lines of a subprocess log, for assertion messages."""
     log.seek(0)
@@ -180,23 +203,8 @@ def test_library_use_listens_on_loopback_only(tmp_path: Path) -> None:
 def test_cli_run_listens_on_loopback_only(tmp_path: Path) -> None:
     """``twinloop run scenarios/smoke.yaml``: every listener of the run's tree, polled, is on loopback."""
     cmd = [*CLI, "run", "scenarios/smoke.yaml", "--home", str(tmp_path / "home")]
-    found: set[Listener] = set()
-    seen: dict[int, psutil.Process] = {}
     with open(tmp_path / "out.log", "w+") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env_without_ray_var(), stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, text=True)
-        try:
-            deadline = time.monotonic() + 240
-            while proc.poll() is None and time.monotonic() < deadline:
-                tree = process_tree(proc.pid)
-                seen.update((p.pid, p) for p in tree)
-                found |= listeners(tree)
-                time.sleep(0.3)
-            assert proc.poll() is not None, "twinloop run did not finish in 240 s"
-        finally:
-            seen.update((p.pid, p) for p in process_tree(proc.pid))
-            stop(proc)
-            leftovers = reap(list(seen.values()))
+        proc, found, leftovers = watch_listeners(cmd, ROOT, out, subprocess.STDOUT, "twinloop run")
         log = tail(out)
     assert proc.returncode == 0, log
     assert any(is_ray(lst) for lst in found), f"no Ray listener seen, the check would be vacuous: {found}"
@@ -234,23 +242,8 @@ def test_the_fleet_benchmark_listens_on_loopback_only(tmp_path: Path) -> None:
     """The fleet benchmark (its own Ray, one actor per twin and the shards), small: loopback only, a ratio out."""
     cmd = [sys.executable, "-m", "twinloop.twins.bench", "--fleet", "--quick", "--json", "--units", "2000",
            "--actors", "2"]  # bench --fleet hands every other option to fleet_bench
-    found: set[Listener] = set()
-    seen: dict[int, psutil.Process] = {}
     with open(tmp_path / "out.log", "w+") as out, open(tmp_path / "err.log", "w+") as err:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env_without_ray_var(), stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=err, text=True)
-        try:
-            deadline = time.monotonic() + 240
-            while proc.poll() is None and time.monotonic() < deadline:
-                tree = process_tree(proc.pid)
-                seen.update((p.pid, p) for p in tree)
-                found |= listeners(tree)
-                time.sleep(0.3)
-            assert proc.poll() is not None, "the fleet benchmark did not finish in 240 s"
-        finally:
-            seen.update((p.pid, p) for p in process_tree(proc.pid))
-            stop(proc)
-            leftovers = reap(list(seen.values()))
+        proc, found, leftovers = watch_listeners(cmd, tmp_path, out, err, "the fleet benchmark")
         assert proc.returncode == 0, tail(err)
         out.seek(0)
         result = json.loads(out.read().strip().splitlines()[-1])
