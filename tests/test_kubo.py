@@ -25,10 +25,12 @@ import pytest
 
 from twinloop.errors import (ConfigError, LedgerError, LedgerTamperedError, LedgerUnavailableError,
                              RunNotFoundError)
+from twinloop.harness.commit import Committed
 from twinloop.harness.fleet_record import read_bundle
 from twinloop.harness.pipeline import Pipeline
 from twinloop.harness.record import RunRecord
 from twinloop.harness.services import KEY_ENV, ServiceOptions, Services
+from twinloop.ledger.chain import RunLedgerClient
 from twinloop.ledger.ipfs import CHUNK_SIZE, EmbeddedIpfs, cid_bytes, cid_from_bytes, import_file, links_of
 from twinloop.ledger.kubo import IPFS_URL_ENV, KuboIpfs
 
@@ -351,16 +353,24 @@ def test_services_choose_the_kubo_node_by_option_or_environment(tmp_path: Path, 
     assert isinstance(Services(ServiceOptions(home=tmp_path / "c")).ipfs, KuboIpfs)
 
 
+def _bench_on(kubo: FakeKubo, session: RunLedgerClient, home: Path) -> Services:
+    """A bench's services on the session's chain, with ``kubo`` as its IPFS store."""
+    return Services(ServiceOptions(home=home, chain_url=session.rpc_url, contract=session.address,
+                                   ipfs_url=kubo.url))
+
+
+def _commit_copy(services: Services, run_id: str) -> Committed:
+    """Commit the recorded test bundle again under ``run_id`` (unsigned: commit signs it)."""
+    record = RunRecord.from_bytes(BUNDLE.read_bytes()).model_copy(update={"run_id": run_id, "attestation": None})
+    return Pipeline(services).commit(record)
+
+
 def test_a_run_committed_through_a_kubo_node_verifies(twinloop_ledger: Services, kubo: FakeKubo, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     session = twinloop_ledger.ledger
     monkeypatch.setenv(KEY_ENV, session.account.key.hex())
-    options = ServiceOptions(home=tmp_path / "bench", chain_url=session.rpc_url, contract=session.address,
-                             ipfs_url=kubo.url)
-    with Services(options) as services:
-        record = RunRecord.from_bytes(BUNDLE.read_bytes()).model_copy(
-            update={"run_id": "5e1d0c2a-7b3f-4c1e-9a8d-6f0b2c3d4e51", "attestation": None})
-        committed = Pipeline(services).commit(record)
+    with _bench_on(kubo, session, tmp_path / "bench") as services:
+        committed = _commit_copy(services, "5e1d0c2a-7b3f-4c1e-9a8d-6f0b2c3d4e51")
         assert kubo.node.has(committed.cid) and committed.cid in kubo.pins
         assert not (tmp_path / "bench" / "ipfs").exists()  # nothing went to the embedded store
         v = Pipeline(services).verify(committed.run_id, no_scenario_file=True)
@@ -375,12 +385,8 @@ def test_ledger_export_and_import_go_through_a_kubo_node(twinloop_ledger: Servic
 
     session = twinloop_ledger.ledger
     monkeypatch.setenv(KEY_ENV, session.account.key.hex())
-    options = ServiceOptions(home=tmp_path / "bench", chain_url=session.rpc_url, contract=session.address,
-                             ipfs_url=kubo.url)
-    with Services(options) as services:
-        record = RunRecord.from_bytes(BUNDLE.read_bytes()).model_copy(
-            update={"run_id": "5e1d0c2a-7b3f-4c1e-9a8d-6f0b2c3d4e52", "attestation": None})
-        committed = Pipeline(services).commit(record)
+    with _bench_on(kubo, session, tmp_path / "bench") as services:
+        committed = _commit_copy(services, "5e1d0c2a-7b3f-4c1e-9a8d-6f0b2c3d4e52")
     where = ["--chain", session.rpc_url, "--contract", session.address, "--home", str(tmp_path / "bench")]
     car = tmp_path / "run.car"
     assert main(["ledger", "export", committed.run_id, "-o", str(car), "--ipfs", kubo.url, *where]) == 0
